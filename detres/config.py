@@ -1,0 +1,350 @@
+"""Typed configuration: a dataclass schema, YAML files with `_base_:` inheritance, KEY=VALUE overrides.
+
+OmegaConf structured configs do the typing and merging; this module adds what OmegaConf does not:
+`_base_` chains (relative paths, cycle detection) and error messages that name the file, the key and
+the nearest valid key. `build_*` functions elsewhere are the only readers of a `Config`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: F401  (MISSING re-exported for schemas)
+from omegaconf.errors import OmegaConfBaseException
+
+from detres.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Schema. Every setting detres reads lives here, with the paper's value as its default where the
+# paper gives one.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackboneConfig:
+    """The ResNet (Table 1 of the paper) and how it is initialized and frozen."""
+
+    depth: int = 101  # 18, 34, 50, 101, 152; or 6n+2 with cifar=True
+    width: int = 64  # base channels of conv1/conv2_x; tiny values make CPU test nets of the same shape
+    shortcut: str = "B"  # A (zero-padded identity), B (projection when shape changes), C (always projection)
+    plain: bool = False  # the same net without shortcuts
+    stride_in_1x1: bool = False  # MSRA layout: the stride on the first 1x1 conv of a bottleneck
+    cifar: bool = False  # the CIFAR 6n+2 nets of Sec. 4.2 (16/32/64 channels, option A)
+    freeze_at: int = 2  # 0: nothing frozen; 1: stem; 2: stem + conv2_x (detection default)
+    frozen_bn: bool = True  # detection: BN replaced by FrozenBatchNorm2d
+    weights: str = ""  # detres classification checkpoint or torchvision ResNet .pth; "" = from scratch
+    pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # RGB, on [0,1] pixels
+    pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class RPNConfig:
+    """Region proposal network (Faster R-CNN) on the conv4_x map."""
+
+    anchor_sizes: list[float] = field(default_factory=lambda: [128.0, 256.0, 512.0])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    head_channels: int = 0  # 3x3 conv channels; 0 = same as the conv4_x output
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    ignore_cross_boundary: bool = True  # anchors crossing the image border get no label in training
+    pre_nms_topk_train: int = 12000
+    pre_nms_topk_test: int = 6000
+    post_nms_topk_train: int = 2000
+    post_nms_topk_test: int = 300
+    nms_thresh: float = 0.7
+    min_box_size: float = 0.0
+    smooth_l1_beta: float = 1.0 / 9.0
+    loss_weight: float = 1.0
+
+
+@dataclass
+class RoIHeadConfig:
+    """Fast R-CNN head: RoI pooling before conv5_1, conv5_x, average pooling, sibling layers."""
+
+    pooler: str = "roi_pool"  # roi_pool (the paper) | roi_align
+    pooler_resolution: int = 14
+    sampling_ratio: int = 0  # roi_align only
+    batch_size_per_image: int = 128
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh_hi: float = 0.5
+    bg_iou_thresh_lo: float = 0.0
+    box_reg_weights: list[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
+    smooth_l1_beta: float = 1.0
+    context: bool = False  # App. B global context: whole-image RoI through conv5_x, concatenated
+    chunk_size: int = 0  # RoIs through conv5_x at once at inference; 0 = all at once
+
+
+@dataclass
+class ModelConfig:
+    """The detector (or classifier) to build."""
+
+    arch: str = "faster_rcnn_c4"  # faster_rcnn_c4 | resnet (classification)
+    num_classes: int = 80  # foreground classes for detection; classes for classification
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_head: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset split on disk. Which fields matter depends on `format`."""
+
+    format: str = "coco"  # coco | voc | imagenet_det | imagenet_cls | cifar10 | imagenet_loc
+    root: str = ""  # VOCdevkit / ILSVRC / ImageNet root, or COCO image folder
+    ann_file: str = ""  # COCO json
+    image_dir: str = ""  # COCO images (defaults to root)
+    split: str = ""  # VOC-style ImageSets split or ImageNet folder (train / val)
+    sets: list[str] = field(default_factory=list)  # VOC (year, split) pairs as "2007:trainval"
+    use_difficult: bool = False  # VOC: train on difficult boxes too
+
+
+@dataclass
+class InputConfig:
+    """Image sizes and augmentation."""
+
+    train_scales: list[int] = field(default_factory=lambda: [600])  # shorter side, one chosen per image
+    max_size: int = 1000  # longer side cap
+    test_scale: int = 600
+    flip: bool = True
+    size_divisibility: int = 16  # batches are padded to a multiple of this
+    max_pixels: int = 100_000_000  # refuse images above this many pixels (decompression bombs)
+    # classification (Sec. 3.4)
+    crop_size: int = 224
+    resize_range: list[int] = field(default_factory=lambda: [256, 480])
+    test_resize: int = 256
+    pca_jitter: float = 0.1  # std of the AlexNet-style PCA colour noise; 0 disables
+    cifar_pad: int = 4
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig = field(default_factory=DatasetConfig)
+    test: DatasetConfig = field(default_factory=DatasetConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    num_workers: int = 2
+    aspect_ratio_grouping: bool = True
+    generate_demo: str = ""  # demo only: generate the synthetic set with this script if absent
+
+
+@dataclass
+class SolverConfig:
+    """SGD with momentum; step (by iteration), plateau or CIFAR schedules."""
+
+    base_lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    ims_per_batch: int = 8  # global batch; split across processes under torchrun
+    max_iter: int = 320000
+    max_epochs: int = 0  # classification: epochs; 0 = use max_iter
+    schedule: str = "step"  # step | plateau | cifar
+    steps: list[int] = field(default_factory=lambda: [240000])
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    plateau_patience: int = 3  # epochs without improvement of the val error before lr /= 10
+    min_lr: float = 1e-6
+    amp: bool = False  # autocast: float16 on CUDA, bfloat16 on CPU
+    nan_policy: str = "stop"  # stop | skip: a non-finite loss stops training, or the step is skipped
+    clip_grad_norm: float = 0.0
+
+
+@dataclass
+class TestConfig:
+    """Inference and evaluation settings, including the Appendix B options."""
+
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.3
+    detections_per_img: int = 100
+    ims_per_batch: int = 1
+    eval_metrics: list[str] = field(default_factory=list)  # default: by dataset format
+    # App. B
+    box_refine: bool = False
+    box_vote: bool = True  # with box_refine: score-weighted voting after NMS
+    box_vote_iou: float = 0.5
+    refine_nms_thresh: float = 0.3
+    multiscale: bool = False
+    pyramid_scales: list[int] = field(default_factory=lambda: [200, 400, 600, 800, 1000])
+    # classification testing
+    cls_mode: str = "center"  # center | tencrop | fullyconv
+    cls_scales: list[int] = field(default_factory=lambda: [224, 256, 384, 480, 640])
+
+
+@dataclass
+class LocConfig:
+    """ImageNet localization (App. C): per-class RPN and RoI-centric R-CNN."""
+
+    feature_stage: int = 4  # which ResNet stage feeds the per-class RPN (4: conv4_x, 5: conv5_x)
+    anchors_per_image: int = 8
+    positive_fraction: float = 0.5
+    proposals_per_class: int = 200
+    rcnn_batch_size: int = 256
+    rcnn_input_size: int = 224
+    test_scales: list[int] = field(default_factory=lambda: [224, 256, 384, 480, 640])
+    rpn_ckpt: str = ""
+    cls_ckpt: str = ""
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/default"
+    checkpoint_period: int = 5000
+    eval_period: int = 0  # 0: evaluate only at the end
+    log_period: int = 20
+    tensorboard: bool = True
+    vis_images: int = 4  # validation images with boxes drawn into TensorBoard
+
+
+@dataclass
+class Config:
+    """The whole run: model, data, solver, test, localization and output settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    loc: LocConfig = field(default_factory=LocConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+BASE_KEY = "_base_"
+
+
+def default_config() -> Config:
+    """A fresh `Config` with every default."""
+    return OmegaConf.to_object(OmegaConf.structured(Config))  # type: ignore[return-value]
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (following `_base_` chains), apply KEY=VALUE overrides, return a typed `Config`.
+
+    Raises ConfigError naming the file and key for a missing file, a `_base_` cycle, bad YAML,
+    an unknown key (with the nearest valid one) or a value of the wrong type.
+    """
+    merged = OmegaConf.structured(Config)
+    if path is not None:
+        for layer_path, layer in _yaml_chain(Path(path), ()):
+            _check_keys(layer, Config, where=str(layer_path))
+            merged = _merge(merged, layer, where=str(layer_path))
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _check_keys(_nest(key, value), Config, where=f"override {item!r}")
+        merged = _merge(merged, _nest(key, value), where=f"override {item!r}")
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"config is incomplete: {exc}") from None
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically), so a run can be reproduced from its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(config_to_yaml(cfg))
+    os.replace(tmp, path)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict of the config (what checkpoints store)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of `config_to_dict`, with the same key and type checks as a YAML file."""
+    _check_keys(data, Config, where="stored config")
+    return OmegaConf.to_object(_merge(OmegaConf.structured(Config), data, where="stored config"))
+
+
+def _yaml_chain(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, dict]]:
+    """The YAML layers from the deepest `_base_` to `path`, each as (file, dict without `_base_`)."""
+    path = path.expanduser()
+    if not path.is_file():
+        hint = f" (named as _base_ in {seen[-1]})" if seen else ""
+        raise ConfigError(f"config file not found: {path}{hint}")
+    resolved = path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in (*seen, resolved))
+        raise ConfigError(f"_base_ cycle in config files: {chain}; remove one of the _base_ links")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of file names")
+    layers: list[tuple[Path, dict]] = []
+    for base in bases:
+        layers += _yaml_chain(path.parent / base, (*seen, resolved))
+    layers.append((path, data))
+    return layers
+
+
+def _check_keys(data: dict, schema: type, where: str, prefix: str = "") -> None:
+    """Raise ConfigError for the first key of `data` that `schema` does not have, with a suggestion."""
+    names = {f.name: f for f in fields(schema)}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            valid = [f"{prefix}{n}" for n in names]
+            near = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys here: {', '.join(valid)}"
+            raise ConfigError(f"{where}: unknown config key '{dotted}'{hint}")
+        sub = _dataclass_type(names[key])
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{dotted}' is a section; give it keys, not {value!r}")
+            _check_keys(value, sub, where, prefix=f"{dotted}.")
+
+
+def _dataclass_type(f: Any) -> type | None:
+    default = f.default_factory() if callable(f.default_factory) else None
+    return type(default) if is_dataclass(default) else None
+
+
+def _merge(base: DictConfig, layer: dict, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or "?"
+        msg = getattr(exc, "msg", str(exc)).splitlines()[0]
+        raise ConfigError(f"{where}: bad value for '{key}': {msg}") from None
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=VALUE` -> ("a.b", value parsed as YAML, so 0.01 is a float and [1,2] a list)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not KEY=VALUE (for example solver.base_lr=0.01)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # not valid YAML: take it as a plain string
+    return key.strip(), value
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out

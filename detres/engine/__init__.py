@@ -1,0 +1,1 @@
+"""Training loop, checkpoints, distributed setup and logging."""

@@ -1,0 +1,1 @@
+"""Metrics: COCO, VOC, ImageNet DET, localization and classification; metrics files."""

@@ -1,0 +1,1 @@
+"""ImageNet localization (App. C): per-class RPN and RoI-centric R-CNN."""

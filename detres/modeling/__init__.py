@@ -1,0 +1,1 @@
+"""The ResNet family and the Faster R-CNN C4 detector, one concern per file."""
