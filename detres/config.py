@@ -188,8 +188,16 @@ class LocConfig:
     rcnn_batch_size: int = 256
     rcnn_input_size: int = 224
     test_scales: list[int] = field(default_factory=lambda: [224, 256, 384, 480, 640])
-    rpn_ckpt: str = ""
-    cls_ckpt: str = ""
+    rpn_ckpt: str = ""  # R-CNN stage / testing: the per-class RPN; "" = <output.dir>/rpn/model_final.pth
+    cls_ckpt: str = ""  # testing: classification checkpoint that predicts the classes; "" = ground-truth classes
+    rcnn_ckpt: str = ""  # testing: the R-CNN; "" = <output.dir>/rcnn/model_final.pth when it exists
+    nms_thresh: float = 0.7  # per-class NMS among the RPN's boxes before keeping proposals_per_class
+    pre_nms_topk: int = 6000  # per class and scale, before NMS
+    rcnn_max_iter: int = 0  # R-CNN stage iterations; 0 = solver.max_iter
+    rcnn_steps: list[int] = field(default_factory=list)  # R-CNN lr steps; empty = solver.steps
+    rcnn_fg_fraction: float = 0.25  # foreground share of an R-CNN mini-batch
+    rcnn_fg_iou: float = 0.5  # proposal IoU with a gt box at or above which it is the object
+    rcnn_bg_iou_lo: float = 0.1  # below this a proposal is too easy to be a background example
 
 
 @dataclass
