@@ -159,6 +159,11 @@ def resize_shorter(rgb: np.ndarray, short: int, max_size: int = 0) -> tuple[np.n
     return cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR), scale
 
 
+def center_crop_window(height: int, width: int, crop: int) -> tuple[int, int]:
+    """(x0, y0) of the centered crop x crop window in a height x width image."""
+    return (width - crop) // 2, (height - crop) // 2
+
+
 class LocCropDataset(Dataset):
     """Training crops for the per-class RPN (Sec. 3.4 augmentation): shorter side random in resize_range,
     a random crop_size x crop_size crop, random horizontal flip.
