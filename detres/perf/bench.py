@@ -1,0 +1,215 @@
+"""The benchmark: detres against its torchvision peer on the same weights, images and settings, in one run.
+
+Agreement is checked in this process first; each timed side then runs in its own child process
+(`detres.perf.child`) so peak memory is measured per side. The result is one flat dict (see `run_benchmark`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from detres.config import Config, load_config, save_config
+from detres.engine.checkpoint import load_checkpoint
+from detres.engine.distributed import resolve_device
+from detres.errors import CheckpointError, UserError
+from detres.modeling.fast_inference import optimize_for_inference
+from detres.modeling.faster_rcnn import build_faster_rcnn
+from detres.perf.agreement import compare_detections
+from detres.perf.calibrate import calibrate_for_benchmark
+from detres.perf.child import ChildSpec
+from detres.perf.peer import build_peer
+from detres.perf.synthetic import synthetic_batch
+
+# Agreement the issue asks for before anything is timed.
+AGREE_IOU = 0.99
+AGREE_SCORE = 1e-3
+
+
+@dataclass
+class BenchOptions:
+    """Command-line choices of tools/bench.py (see its --help)."""
+
+    cfg: str
+    overrides: list[str] = field(default_factory=list)
+    ckpt: str = ""
+    precision: str = "fp32"
+    device: str = "cpu"
+    threads: int = 0
+    batch: int = 2
+    train_batch: int = 1
+    warmup: int = 1
+    runs: int = 5
+    quick: bool = False
+    sweep: bool = False
+    ablation: bool = False
+    seed: int = 0
+
+
+def image_size(short: int, max_size: int) -> tuple[int, int]:
+    """(height, width) of a 4:3 landscape image resized as detres does: shorter side `short`, longer <= max_size."""
+    height, width = float(short), short * 4.0 / 3.0
+    if width > max_size:
+        height, width = height * max_size / width, float(max_size)
+    return int(round(height)), int(round(width))
+
+
+def run_benchmark(opts: BenchOptions, *, log=print) -> dict[str, float]:
+    """Agreement check, then detres and peer side by side; returns the flat dict tools/bench.py writes.
+
+    Keys: detres/ and peer/ `infer_img_s` (batch 1), `infer_img_s_b<N>`, `train_it_s`, `peak_rss_mb`,
+    `train_peak_rss_mb`, `gflops_per_img`, `frac_of_peak`; ratio/ `infer`, `infer_b<N>`, `train`, `peak_rss`;
+    agree/ `max_score_diff`, `min_iou`, `matched_frac`, `optimized_max_score_diff`; machine/ `matmul_gflops`,
+    `threads`; with --ablation `ablation/<variant>/infer_img_s`; with --sweep `sweep/<what>_<value>/<side>_img_s`.
+    """
+    if opts.quick:
+        opts = dataclasses.replace(opts, warmup=1, runs=2)
+    torch.manual_seed(opts.seed)
+    device = resolve_device(opts.device)
+    cfg = load_config(opts.cfg, opts.overrides)
+    height, width = image_size(cfg.data.input.test_scale, cfg.data.input.max_size)
+    results: dict[str, float] = {"size/height": float(height), "size/width": float(width),
+                                 "size/proposals": float(cfg.model.rpn.post_nms_topk_test)}
+
+    model = build_faster_rcnn(cfg)
+    if opts.ckpt:
+        state = load_checkpoint(opts.ckpt)
+        if "model" not in state:
+            raise CheckpointError(f"{opts.ckpt}: not a detres detection checkpoint (no 'model' entry)")
+        model.load_state_dict(state["model"])
+    else:
+        calib_images, _ = _images(cfg, 4, height, width, seed=opts.seed + 1)
+        calibrate_for_benchmark(model, calib_images)
+    model.eval()
+
+    with tempfile.TemporaryDirectory(prefix="detres_bench_") as tmp:
+        config_path, weights_path = Path(tmp) / "config.yaml", Path(tmp) / "weights.pt"
+        save_config(cfg, config_path)
+        torch.save(model.state_dict(), weights_path)
+
+        results.update(check_agreement(model, cfg, height, width, seed=opts.seed))
+        log(f"agreement: max score diff {results['agree/max_score_diff']:.2e}, min IoU "
+            f"{results['agree/min_iou']:.4f}, matched {results['agree/matched_frac']:.3f} of "
+            f"{int(results['agree/num_detections'])} detections")
+        if not results["agree/ok"]:
+            log("WARNING: detres and the peer do not compute the same function; the timings below compare "
+                "different work")
+        del model
+
+        base = ChildSpec(config=str(config_path), weights=str(weights_path), side="detres", device=str(device),
+                         threads=opts.threads, height=height, width=width, batch=opts.batch,
+                         train_batch=opts.train_batch, warmup=opts.warmup, runs=opts.runs, seed=opts.seed,
+                         precision=opts.precision, matmul_size=1024 if opts.quick else 2048)
+        for side in ("detres", "peer"):
+            log(f"measuring {side} ...")
+            # The peer always runs float32: the issue's bf16 target is against the peer's float32 speed.
+            spec = dataclasses.replace(base, side=side, precision=opts.precision if side == "detres" else "fp32")
+            for key, value in _run_child(spec, tmp).items():
+                results[f"{side}/{key}"] = value
+        _derive(results, opts.batch)
+
+        if opts.ablation:
+            for name, changes in ABLATIONS.items():
+                log(f"ablation {name} ...")
+                spec = dataclasses.replace(base, tasks=["infer"], batch=1, **changes)
+                results[f"ablation/{name}/infer_img_s"] = _run_child(spec, tmp)["infer_img_s_b1"]
+        if opts.sweep:
+            _sweep(results, cfg, base, tmp, log)
+    return results
+
+
+# Inference variants of the detres side, each measured alone (batch 1): what each optimization buys.
+ABLATIONS: dict[str, dict] = {
+    "plain": {"optimized": False},
+    "inference_mode": {"fold_bn": False, "channels_last": False},
+    "fold_bn": {"channels_last": False},
+    "channels_last": {"fold_bn": False},
+    "fold_bn+channels_last": {},
+    "fold_bn+channels_last+bf16": {"precision": "bf16"},
+}
+
+
+def check_agreement(model: torch.nn.Module, cfg: Config, height: int, width: int, *, seed: int) -> dict[str, float]:
+    """Run detres, its peer and the optimized detres (fp32) on two synthetic images; compare their detections."""
+    images, _ = _images(cfg, 2, height, width, seed=seed + 2)
+    peer = build_peer(model, cfg).eval()
+    with torch.inference_mode():
+        ours = model(images)
+        theirs = peer(images)
+        fast = optimize_for_inference(copy.deepcopy(model), precision="fp32")(images)
+    versus_peer = compare_detections(ours, theirs, iou_thresh=AGREE_IOU)
+    versus_fast = compare_detections(fast, ours, iou_thresh=AGREE_IOU)
+    ok = (versus_peer["max_score_diff"] <= AGREE_SCORE and versus_peer["matched_frac"] >= 0.99
+          and versus_peer["num_ours"] > 0)
+    return {
+        "agree/max_score_diff": versus_peer["max_score_diff"],
+        "agree/min_iou": versus_peer["min_iou"],
+        "agree/matched_frac": versus_peer["matched_frac"],
+        "agree/num_detections": versus_peer["num_ours"],
+        "agree/ok": float(ok),
+        "agree/optimized_max_score_diff": versus_fast["max_score_diff"],
+        "agree/optimized_matched_frac": versus_fast["matched_frac"],
+    }
+
+
+def _sweep(results: dict[str, float], cfg: Config, base: ChildSpec, tmp: str, log) -> None:
+    """Batch-1 inference time against proposals (100, 300, 1000) and shorter side (400, 600, 800), both sides."""
+    for proposals in (100, 300, 1000):
+        swept = copy.deepcopy(cfg)
+        swept.model.rpn.post_nms_topk_test = proposals
+        path = Path(tmp) / f"config_p{proposals}.yaml"
+        save_config(swept, path)
+        for side in ("detres", "peer"):
+            log(f"sweep proposals={proposals} {side} ...")
+            spec = dataclasses.replace(base, config=str(path), side=side, tasks=["infer"], batch=1,
+                                       precision=base.precision if side == "detres" else "fp32")
+            results[f"sweep/proposals_{proposals}/{side}_img_s"] = _run_child(spec, tmp)["infer_img_s_b1"]
+    for short in (400, 600, 800):
+        height, width = image_size(short, cfg.data.input.max_size)
+        for side in ("detres", "peer"):
+            log(f"sweep short={short} ({height}x{width}) {side} ...")
+            spec = dataclasses.replace(base, side=side, tasks=["infer"], batch=1, height=height, width=width,
+                                       precision=base.precision if side == "detres" else "fp32")
+            results[f"sweep/short_{short}/{side}_img_s"] = _run_child(spec, tmp)["infer_img_s_b1"]
+
+
+def _derive(results: dict[str, float], batch: int) -> None:
+    """Ratios, the issue's key names and the achieved fraction of the measured matmul peak."""
+    for side in ("detres", "peer"):
+        results[f"{side}/infer_img_s"] = results[f"{side}/infer_img_s_b1"]
+        gflop_s = results[f"{side}/gflops_per_img"] * results[f"{side}/infer_img_s"]
+        results[f"{side}/frac_of_peak"] = gflop_s / results[f"{side}/matmul_gflops"]
+    results["machine/matmul_gflops"] = results["detres/matmul_gflops"]
+    results["machine/threads"] = results["detres/threads"]
+    for name, key in (("infer", "infer_img_s"), (f"infer_b{batch}", f"infer_img_s_b{batch}"),
+                      ("train", "train_it_s"), ("peak_rss", "peak_rss_mb"), ("train_peak_rss", "train_peak_rss_mb")):
+        results[f"ratio/{name}"] = results[f"detres/{key}"] / results[f"peer/{key}"]
+
+
+def _run_child(spec: ChildSpec, tmp: str) -> dict[str, float]:
+    spec_path = Path(tmp) / "spec.json"
+    result_path = Path(tmp) / "result.json"
+    result_path.unlink(missing_ok=True)
+    spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "detres.perf.child", str(spec_path), str(result_path)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not result_path.exists():
+        raise UserError(f"benchmark child ({spec.side}) failed with exit code {proc.returncode}:\n"
+                        f"{proc.stderr[-3000:]}")
+    return json.loads(result_path.read_text())
+
+
+def _images(cfg: Config, count: int, height: int, width: int, *, seed: int):
+    return synthetic_batch(count, height=height, width=width, num_classes=cfg.model.num_classes,
+                           pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std,
+                           seed=seed)

@@ -1,0 +1,50 @@
+"""Wall-clock timing that is honest on CPU and CUDA: warm-up, device synchronization, median of runs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work so a timer measures the kernels, not their launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], *, device: torch.device, warmup: int, runs: int) -> float:
+    """Median wall time of `fn()` over `runs` calls after `warmup` untimed calls (first calls allocate and pack)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_flops(*, device: torch.device, size: int = 2048, runs: int = 5,
+                      dtype: torch.dtype = torch.float32) -> float:
+    """This machine's achievable matmul rate in FLOP/s: the median time of a square [size x size] GEMM.
+
+    Measured in the same process and thread setting as the model, so `achieved / peak` compares like with like.
+    """
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = median_seconds(lambda: torch.mm(a, b), device=device, warmup=2, runs=runs)
+    return 2.0 * size**3 / seconds
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of `fn` as torch.utils.flop_counter counts them (convs, matmuls; a multiply-add = 2)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())

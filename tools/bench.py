@@ -1,0 +1,53 @@
+"""Benchmark detres against torchvision's FasterRCNN assembled as a C4 peer from the same weights.
+
+    python tools/bench.py --cfg configs/coco_r101.yaml [--ckpt FILE] [--precision fp32|bf16] [--out FILE.json]
+                          [--quick] [--sweep] [--ablation] [KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from detres.cli import run_main
+from detres.perf.bench import BenchOptions, run_benchmark
+from detres.perf.report import format_table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", required=True, help="detection config YAML")
+    parser.add_argument("--ckpt", default="", help="trained detection checkpoint; default: calibrated random weights")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="detres's inference precision (the peer always runs fp32)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per side; 0: torch's default")
+    parser.add_argument("--batch", type=int, default=2, help="the N of the batch-N inference figure")
+    parser.add_argument("--train-batch", type=int, default=1, help="images per training iteration")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    parser.add_argument("--quick", action="store_true", help="2 timed runs, a smaller matmul: for development")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time proposals 100/300/1000 and shorter side 400/600/800")
+    parser.add_argument("--ablation", action="store_true", help="also time each inference optimization alone")
+    parser.add_argument("--out", default="", help="write the flat JSON here")
+    parser.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE")
+    args = parser.parse_args()
+    opts = BenchOptions(cfg=args.cfg, overrides=args.overrides, ckpt=args.ckpt, precision=args.precision,
+                        device=args.device, threads=args.threads, batch=args.batch, train_batch=args.train_batch,
+                        warmup=args.warmup, runs=args.runs, quick=args.quick, sweep=args.sweep,
+                        ablation=args.ablation)
+    results = run_benchmark(opts)
+    print(format_table(results, batch=args.batch))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
+        tmp.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
