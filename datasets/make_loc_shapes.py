@@ -116,7 +116,7 @@ def _xml(folder: str, stem: str, wnid: str, w: int, h: int, boxes: list[tuple[in
             f"  <segmented>0</segmented>\n{objects}</annotation>\n")
 
 
-def generate(out_dir: str | Path, seed: int = 0, num_train: int = 40, num_val: int = 15, size: int = 80,
+def generate(out_dir: str | Path, seed: int = 0, num_train: int = 40, num_val: int = 40, size: int = 80,
              num_classes: int = len(CLASSES), unannotated_fraction: float = 0.1) -> Path:
     """Write the set under out_dir (ILSVRC layout); num_train / num_val are per class. Returns out_dir.
 
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--out", default="datasets/loc_shapes", help="output folder (replaced if it exists)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=40, help="training images per class")
-    parser.add_argument("--num-val", type=int, default=15, help="validation images per class")
+    parser.add_argument("--num-val", type=int, default=40, help="validation images per class")
     parser.add_argument("--size", type=int, default=80, help="approximate shorter image side in pixels")
     args = parser.parse_args()
     out = generate(args.out, args.seed, args.num_train, args.num_val, args.size)

@@ -97,7 +97,7 @@ def _fit(cfg: Config, solver: SolverConfig, model: nn.Module, batches: Iterator,
         scheduler.step()
         if (it + 1) % cfg.output.log_period == 0 or it + 1 == solver.max_iter:
             text = " ".join(f"{k}={float(v):.4f}" for k, v in losses.items())
-            print(f"[{stage}] iter {it + 1}/{solver.max_iter} loss={float(total):.4f} {text} "
+            print(f"[{stage}] iter {it + 1}/{solver.max_iter} loss={float(total.detach()):.4f} {text} "
                   f"lr={optimizer.param_groups[0]['lr']:.2e} {time.time() - tic:.0f}s", flush=True)
             if writer is not None:
                 for k, v in losses.items():
