@@ -17,6 +17,7 @@ import torch
 
 from detres.cli import run_main
 from detres.config import load_config
+from detres.engine.distributed import cleanup, is_main_process
 from detres.localization.train import train_rcnn, train_rpn
 
 
@@ -35,7 +36,9 @@ def main() -> int:
     torch.manual_seed(cfg.seed)
     tic = time.time()
     final = (train_rpn if args.stage == "rpn" else train_rcnn)(cfg, resume=args.resume)
-    print(f"[{args.stage}] done in {time.time() - tic:.0f}s: {final}")
+    if is_main_process():
+        print(f"[{args.stage}] done in {time.time() - tic:.0f}s: {final}")
+    cleanup()
     return 0
 
 

@@ -1,6 +1,8 @@
 """Training of the two localization stages: the per-class RPN on random crops, then the RoI-centric R-CNN on
 the RPN's class-dependent proposals of the training images. Each stage is a run folder under output.dir
-(`rpn/`, `rcnn/`) with checkpoints that resume exactly (model, optimizer, scheduler, iteration, torch RNG).
+(`rpn/`, `rcnn/`) with checkpoints that resume (model, optimizer, scheduler, iteration, torch RNG).
+Under torchrun each process takes 1/world_size of the mini-batch and DistributedDataParallel averages the
+gradients; the same code runs single-process without torchrun.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from detres.config import Config, SolverConfig, config_to_dict
 from detres.data.image_io import read_image_rgb
-from detres.engine.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
-from detres.engine.distributed import resolve_device
+from detres.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_last_pointer
+from detres.engine.distributed import barrier, init_distributed, is_main_process, rank, resolve_device, world_size
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
 from detres.errors import ConfigError, DataError
@@ -43,34 +46,59 @@ def _stage_cfg(cfg: Config, stage: str) -> Config:
 
 
 def _infinite(loader: DataLoader) -> Iterator:
+    epoch = 0
     while True:
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)  # a new shuffle each pass, the same on every process
         yield from loader
+        epoch += 1
+
+
+def _per_process(total: int, key: str) -> int:
+    """The share of a global batch one process gets under torchrun."""
+    if total % world_size():
+        raise ConfigError(f"{key}={total} is not divisible by the {world_size()} processes; make it a multiple")
+    return total // world_size()
+
+
+def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    if world_size() == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def _fit(cfg: Config, solver: SolverConfig, model: nn.Module, batches: Iterator, step: Callable, *, stage: str,
          resume: bool, class_map: dict, extra: dict | None = None) -> Path:
     """The shared SGD loop: step(model, batch) -> dict of losses; checkpoints every output.checkpoint_period."""
     run_cfg = _stage_cfg(cfg, stage)
-    last = prepare_run_dir(run_cfg, resume)
     out = Path(run_cfg.output.dir)
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    main = is_main_process()
+    last = prepare_run_dir(run_cfg, resume) if main else None
+    barrier()  # the folder exists and was checked before any process reads or writes it
+    if not main and resume:
+        last = latest_checkpoint(out)
     optimizer = build_optimizer(model, solver)
     scheduler = build_lr_scheduler(optimizer, solver)
     start = 0
     if last is not None:
         state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
+        core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = int(state["iteration"])
-        print(f"[{stage}] resumed from {last} at iteration {start}")
+        if main:
+            print(f"[{stage}] resumed from {last} at iteration {start}")
     writer = None
-    if cfg.output.tensorboard:
+    if cfg.output.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"))
 
     def save(name: str, iteration: int) -> None:
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        if not main:
+            return
+        save_checkpoint({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "iteration": iteration,
                          "config": config_to_dict(cfg), "class_map": class_map, "rng": torch.get_rng_state(),
                          "stage": stage, **(extra or {})}, out / name)
@@ -95,7 +123,7 @@ def _fit(cfg: Config, solver: SolverConfig, model: nn.Module, batches: Iterator,
             nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
         optimizer.step()
         scheduler.step()
-        if (it + 1) % cfg.output.log_period == 0 or it + 1 == solver.max_iter:
+        if main and ((it + 1) % cfg.output.log_period == 0 or it + 1 == solver.max_iter):
             text = " ".join(f"{k}={float(v):.4f}" for k, v in losses.items())
             print(f"[{stage}] iter {it + 1}/{solver.max_iter} loss={float(total.detach()):.4f} {text} "
                   f"lr={optimizer.param_groups[0]['lr']:.2e} {time.time() - tic:.0f}s", flush=True)
@@ -106,6 +134,7 @@ def _fit(cfg: Config, solver: SolverConfig, model: nn.Module, batches: Iterator,
                 and it + 1 < solver.max_iter:
             save(f"model_{it + 1:07d}.pth", it + 1)
     save("model_final.pth", solver.max_iter)
+    barrier()
     if writer is not None:
         writer.close()
     return out / "model_final.pth"
@@ -115,6 +144,7 @@ def train_rpn(cfg: Config, *, resume: bool = False) -> Path:
     """Train the per-class RPN (8 anchors per crop at 1:1, gt-class outputs only); returns model_final.pth."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    distributed = init_distributed(device)
     records, class_map = read_loc_split(cfg.data.train.root, cfg.data.train.split or "train")
     _check_dataset(cfg, len(class_map.names), cfg.data.train.root)
     inp = cfg.data.input
@@ -125,11 +155,12 @@ def train_rpn(cfg: Config, *, resume: bool = False) -> Path:
                              pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std,
                              max_pixels=inp.max_pixels)
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(dataset, batch_size=cfg.solver.ims_per_batch, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.num_workers, collate_fn=collate_crops, generator=generator,
-                        persistent_workers=cfg.data.num_workers > 0)
+    sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=True) if distributed else None
+    loader = DataLoader(dataset, batch_size=_per_process(cfg.solver.ims_per_batch, "solver.ims_per_batch"),
+                        shuffle=sampler is None, sampler=sampler, drop_last=True, num_workers=cfg.data.num_workers,
+                        collate_fn=collate_crops, generator=generator, persistent_workers=cfg.data.num_workers > 0)
     predictor = build_per_class_rpn(cfg)
-    model = predictor.model.to(device)
+    model = _wrap(predictor.model.to(device), device)
     rpn = cfg.model.rpn
     matcher = Matcher(high=rpn.fg_iou_thresh, low=rpn.bg_iou_thresh, allow_low_quality=True)
     anchors_cache: dict[tuple[int, int], torch.Tensor] = {}
@@ -174,6 +205,7 @@ def train_rcnn(cfg: Config, *, resume: bool = False) -> Path:
     """Train the R-CNN on warped class-dependent proposals (plus the gt boxes), RoI-centric mini-batches."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    init_distributed(device)
     records, class_map = read_loc_split(cfg.data.train.root, cfg.data.train.split or "train")
     _check_dataset(cfg, len(class_map.names), cfg.data.train.root)
     proposals_file = stage_dir(cfg, "rcnn") / "proposals.pt"  # not *.pth: run_dir treats those as checkpoints
@@ -182,7 +214,8 @@ def train_rcnn(cfg: Config, *, resume: bool = False) -> Path:
     else:
         t0 = time.time()
         proposals = compute_proposals(cfg, records, device=device)
-        print(f"[rcnn] proposals for {len(records)} training images in {time.time() - t0:.0f}s", flush=True)
+        if is_main_process():
+            print(f"[rcnn] proposals for {len(records)} training images in {time.time() - t0:.0f}s", flush=True)
     _, coder = build_loc_rcnn(cfg)
     entries = []
     for i, (rec, props) in enumerate(zip(records, proposals)):
@@ -202,14 +235,16 @@ def train_rcnn(cfg: Config, *, resume: bool = False) -> Path:
                              max_pixels=inp.max_pixels, cache_images=cfg.data.num_workers == 0)
     solver = dataclasses.replace(cfg.solver, max_iter=cfg.loc.rcnn_max_iter or cfg.solver.max_iter,
                                  steps=list(cfg.loc.rcnn_steps) or list(cfg.solver.steps))
-    sampler = BalancedRoIBatchSampler(dataset.labels(), batch_size=cfg.loc.rcnn_batch_size,
-                                      fg_fraction=cfg.loc.rcnn_fg_fraction, num_batches=solver.max_iter,
-                                      seed=cfg.seed)
+    # each process draws its own share of every mini-batch (its own seed), as RoI-centric sampling allows
+    sampler = BalancedRoIBatchSampler(dataset.labels(), batch_size=_per_process(cfg.loc.rcnn_batch_size,
+                                      "loc.rcnn_batch_size"), fg_fraction=cfg.loc.rcnn_fg_fraction,
+                                      num_batches=solver.max_iter, seed=cfg.seed + 1000 * rank())
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers)
     fg = int((dataset.labels() > 0).sum())
-    print(f"[rcnn] {len(entries)} RoIs ({fg} foreground) from {len(records)} images", flush=True)
+    if is_main_process():
+        print(f"[rcnn] {len(entries)} RoIs ({fg} foreground) from {len(records)} images", flush=True)
     model, _ = build_loc_rcnn(cfg)
-    model.to(device)
+    model = _wrap(model.to(device), device)
 
     def step(model: nn.Module, batch) -> dict:
         crops, labels, targets = batch
@@ -218,7 +253,7 @@ def train_rcnn(cfg: Config, *, resume: bool = False) -> Path:
                          smooth_l1_beta=cfg.model.roi_head.smooth_l1_beta)
 
     stage_dir(cfg, "rcnn").mkdir(parents=True, exist_ok=True)
-    if not proposals_file.is_file():
+    if is_main_process() and not proposals_file.is_file():
         save_checkpoint({"proposals": [torch.from_numpy(p) for p in proposals]}, proposals_file)
     return _fit(cfg, solver, model, _infinite(loader), step, stage="rcnn", resume=resume,
                 class_map=class_map.to_dict())
