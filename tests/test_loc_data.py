@@ -83,3 +83,30 @@ def test_broken_annotations_raise_data_errors_naming_the_file(tmp_path):
         parse_loc_xml(bad)
     with pytest.raises(DataError, match="no class list under"):
         read_loc_split(tmp_path, "val")
+
+
+def test_training_crops_carry_the_object_box_into_crop_pixels(tmp_path):
+    import cv2
+
+    from detres.localization.data import LocCropDataset, LocRecord
+
+    img = np.zeros((60, 90, 3), np.uint8)
+    img[15:45, 30:66] = 255  # object: [30, 15, 66, 45]
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rec = LocRecord(str(tmp_path / "a.png"), 0, 1, np.array([[30, 15, 66, 45]], np.float32))
+    ds = LocCropDataset([rec], crop_size=32, resize_range=(40, 40), flip=True, pixel_mean=[0.0] * 3,
+                        pixel_std=[1.0] * 3)
+    seen_cut = False
+    for _ in range(30):
+        image, boxes, label = ds[0]
+        assert image.shape == (3, 32, 32) and label == 1
+        bright = image[0] > 0.5
+        if not bright.any():
+            assert len(boxes) == 0  # the crop missed the object: no box, all anchors negative
+            continue
+        ys, xs = np.nonzero(bright.numpy())
+        found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+        assert len(boxes) == 1
+        np.testing.assert_allclose(boxes[0].numpy(), found, atol=1.0)  # resize by 2/3, crop, maybe flip
+        seen_cut |= bool(found[0] == 0 or found[2] == 32)
+    assert seen_cut  # some crops cut the object: its box is clipped to the crop
