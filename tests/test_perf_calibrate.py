@@ -24,7 +24,7 @@ class _TinyDetectorLike(nn.Module):
 def test_every_frozen_bn_normalizes_its_own_input():
     model = _TinyDetectorLike()
     images = [torch.randn(3, 16, 16) * 5 + 2 for _ in range(4)]
-    calibrate_for_benchmark(model, images, classifier=model.classifier, logit_std=3.0)
+    calibrate_for_benchmark(model, images, output_std=[(model.classifier, 3.0)])
     with torch.no_grad():
         first = model.body[:2](torch.stack(images))
         second = model.body(torch.stack(images))

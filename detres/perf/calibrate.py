@@ -15,32 +15,46 @@ _BN_TYPES = (FrozenBatchNorm2d, nn.BatchNorm2d)
 
 
 @torch.no_grad()
-def calibrate_for_benchmark(model: nn.Module, images: list[Tensor], *, classifier: nn.Linear | None = None,
-                            logit_std: float = 2.0) -> None:
-    """Set every BN's statistics from its own input on `images`, then scale `classifier` so its logits have
-    standard deviation `logit_std` (scores spread like a trained detector's, so detections pass the threshold).
+def calibrate_for_benchmark(model: nn.Module, images: list[Tensor], *,
+                            output_std: list[tuple[nn.Module, float]] | None = None, passes: int = 2) -> None:
+    """Set every BN's statistics from its own input on `images`, and scale each given output layer (Linear or
+    Conv2d) so that its outputs, less the bias, have the given standard deviation.
 
-    images: list of [3, H, W] normalized float32. One eval forward of the whole detector: a hook sets each BN's
-    running mean/var to the mean/var of the batch it receives, just before it normalizes it, so every layer sees
-    inputs normalized by the calibrated layers before it (trunk on the images, conv5_x on the pooled RoIs).
-    The detector interface is all this needs, which is why it is used here rather than a classification-style
-    recompute over the trunk alone.
+    images: list of [3, H, W] normalized float32. Each pass is one eval forward of the whole detector: a hook sets
+    each BN's running mean/var to the mean/var of the batch it receives, just before it normalizes it, so every
+    layer sees inputs normalized by the calibrated layers before it (trunk on the images, conv5_x on the pooled
+    RoIs). Scaling the output layers (e.g. RPN and class logits spread like a trained detector's, so scores pass
+    the thresholds without near-ties; small box deltas) changes the RoIs, hence a second pass.
     """
-    hooks = [m.register_forward_pre_hook(_set_stats_from_input) for m in model.modules() if isinstance(m, _BN_TYPES)]
-    seen: list[Tensor] = []
-    if classifier is not None:
-        hooks.append(classifier.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach())))
-    was_training = model.training
-    model.eval()
-    try:
-        model(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
-    if classifier is not None and seen:
-        logits = torch.cat(seen) @ classifier.weight.t()
-        classifier.weight.mul_(logit_std / logits.std().clamp(min=1e-12))
+    targets = list(output_std or [])
+    for _ in range(passes):
+        hooks = [m.register_forward_pre_hook(_set_stats_from_input) for m in model.modules()
+                 if isinstance(m, _BN_TYPES)]
+        seen: list[list[Tensor]] = [[] for _ in targets]
+        for (layer, _), store in zip(targets, seen):
+            hooks.append(layer.register_forward_hook(_recorder(layer, store)))
+        was_training = model.training
+        model.eval()
+        try:
+            model(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            model.train(was_training)
+        for (layer, std), store in zip(targets, seen):
+            if store:
+                layer.weight.mul_(std / torch.cat(store).std().clamp(min=1e-12))
+
+
+def _recorder(layer: nn.Module, store: list[Tensor]):
+    def record(_module: nn.Module, _args: tuple, output: Tensor) -> None:
+        out = output.detach().float()
+        if layer.bias is not None:
+            shape = (1, -1) + (1,) * (out.dim() - 2)
+            out = out - layer.bias.detach().float().reshape(shape)
+        store.append(out.flatten())
+
+    return record
 
 
 def _set_stats_from_input(module: nn.Module, args: tuple[Tensor, ...]) -> None:
