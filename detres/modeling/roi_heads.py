@@ -1,0 +1,137 @@
+"""The C4 detection head: RoI pooling on conv4_x, conv5_x + global average pooling, sibling predictors.
+
+Training-only code (proposal labelling, sampling, losses) is in `label_and_sample` and `losses`; inference
+decoding lives in detres.modeling.postprocess. The pieces (`pool`, `head_features`, `predict`) are separately
+callable so that box refinement, context and multi-scale testing (App. B) reuse them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import box_iou, roi_align, roi_pool
+
+from detres.boxes import BoxCoder
+from detres.modeling.losses import fast_rcnn_losses
+from detres.modeling.matching import IGNORED, Matcher, sample_balanced
+from detres.modeling.postprocess import decode_predictions, select_detections
+from detres.modeling.rpn import ignore_region_mask
+
+
+class BoxPredictor(nn.Module):
+    """Sibling layers: (C+1)-way classification and class-specific regression, 4 deltas for each of C+1 classes
+
+    (background's are unused, as in Fast R-CNN; the layout also matches torchvision's FastRCNNPredictor).
+    """
+
+    def __init__(self, *, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_features, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_features, 4 * (num_classes + 1))
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class C4RoIHead(nn.Module):
+    """RoIs -> pooled conv4_x features -> conv5_x -> average pool -> class scores and per-class boxes."""
+
+    def __init__(self, *, res5: nn.Module, predictor: BoxPredictor, box_coder: BoxCoder, matcher: Matcher,
+                 pooler: str, resolution: int, spatial_scale: float, sampling_ratio: int,
+                 batch_size_per_image: int, positive_fraction: float, bg_iou_thresh_lo: float, smooth_l1_beta: float,
+                 score_thresh: float, nms_thresh: float, detections_per_img: int, chunk_size: int) -> None:
+        super().__init__()
+        if pooler not in ("roi_pool", "roi_align"):
+            raise ValueError(f"pooler must be roi_pool or roi_align, got {pooler!r}")
+        self.res5 = res5
+        self.predictor = predictor
+        self.box_coder = box_coder
+        self.matcher = matcher
+        self.pooler = pooler
+        self.resolution = resolution
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.bg_iou_thresh_lo = bg_iou_thresh_lo
+        self.smooth_l1_beta = smooth_l1_beta
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+        self.chunk_size = chunk_size
+
+    # --- shared pieces --------------------------------------------------------------------------------
+    def pool(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        """features [B, C, H, W], B x [K_i, 4] input-pixel boxes -> [sum K_i, C, r, r]."""
+        boxes = [b.to(features.dtype) for b in boxes]
+        if self.pooler == "roi_pool":
+            return roi_pool(features, boxes, self.resolution, self.spatial_scale)
+        return roi_align(features, boxes, self.resolution, self.spatial_scale, self.sampling_ratio, aligned=True)
+
+    def head_features(self, pooled: Tensor) -> Tensor:
+        """[R, C, r, r] -> [R, D]: conv5_x (stride 2) then global average pooling, in chunks at inference."""
+        if self.training or self.chunk_size <= 0 or pooled.shape[0] <= self.chunk_size:
+            return self.res5(pooled).mean(dim=(2, 3))
+        return torch.cat([self.res5(c).mean(dim=(2, 3)) for c in pooled.split(self.chunk_size)])
+
+    def predict(self, feats: Tensor) -> tuple[Tensor, Tensor]:
+        """[R, D] -> (class_logits [R, C+1], box_deltas [R, 4(C+1)])."""
+        return self.predictor(feats)
+
+    def forward_boxes(self, features: Tensor, boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """pool -> conv5_x -> predict for all RoIs of the batch in one call."""
+        return self.predict(self.head_features(self.pool(features, boxes)))
+
+    # --- inference -----------------------------------------------------------------------------------
+    def predict_boxes(self, features: Tensor, proposals: list[Tensor],
+                      image_sizes: list[tuple[int, int]]) -> list[tuple[Tensor, Tensor]]:
+        """Per image: (scores [K, C+1], boxes [K, C+1, 4]) for every proposal, before NMS."""
+        class_logits, box_deltas = self.forward_boxes(features, proposals)
+        counts = [len(p) for p in proposals]
+        pieces = zip(class_logits.split(counts), box_deltas.split(counts), proposals, image_sizes)
+        return [decode_predictions(logits, deltas, props, self.box_coder, size)
+                for logits, deltas, props, size in pieces]
+
+    def detect(self, per_image: list[tuple[Tensor, Tensor]]) -> list[dict[str, Tensor]]:
+        return [select_detections(scores, boxes, score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+                                  detections_per_img=self.detections_per_img) for scores, boxes in per_image]
+
+    # --- training ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def label_and_sample(self, proposals: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """One image -> (sampled RoIs [S, 4], labels [S] in 0..C, regression targets [S, 4])."""
+        gt, labels_gt = target["boxes"], target["labels"]
+        ignore = target.get("ignore")
+        ignore = torch.zeros(gt.shape[0], dtype=torch.bool, device=gt.device) if ignore is None else ignore
+        gt_kept, labels_kept = gt[~ignore], labels_gt[~ignore]
+        proposals = torch.cat([proposals, gt_kept])  # ground-truth boxes join the proposals in training
+        iou = box_iou(gt_kept, proposals)
+        matched = self.matcher(iou)  # IoU >= 0.5 foreground, < 0.5 background
+        max_iou = iou.max(dim=0).values if gt_kept.numel() else torch.zeros(len(proposals), device=gt.device)
+        labels = (matched >= 0).to(torch.int64)
+        labels[matched == IGNORED] = -1  # between the background and foreground thresholds, when they differ
+        labels[max_iou < self.bg_iou_thresh_lo] = -1  # background only in [lo, 0.5) (Fast R-CNN: lo = 0.1 option)
+        labels[(labels == 0) & ignore_region_mask(proposals, gt[ignore])] = -1  # inside crowd regions: unused
+        pos, neg = sample_balanced(labels, num=self.batch_size_per_image, positive_fraction=self.positive_fraction)
+        chosen = torch.cat([pos, neg])
+        rois = proposals[chosen]
+        cls = torch.zeros(len(chosen), dtype=torch.int64, device=gt.device)
+        targets = torch.zeros(len(chosen), 4, dtype=rois.dtype, device=gt.device)
+        if len(pos):
+            matched_gt = matched[pos]
+            cls[: len(pos)] = labels_kept[matched_gt]
+            targets[: len(pos)] = self.box_coder.encode(rois[: len(pos)], gt_kept[matched_gt])
+        return rois, cls, targets
+
+    def losses(self, features: Tensor, proposals: list[Tensor],
+               targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        sampled = [self.label_and_sample(p, t) for p, t in zip(proposals, targets)]
+        rois = [s[0] for s in sampled]
+        class_logits, box_deltas = self.forward_boxes(features, rois)
+        labels = torch.cat([s[1] for s in sampled])
+        reg_targets = torch.cat([s[2] for s in sampled])
+        return fast_rcnn_losses(class_logits, box_deltas, labels, reg_targets, beta=self.smooth_l1_beta)
