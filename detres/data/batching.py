@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 
@@ -22,4 +21,4 @@ def pad_images(images: list[Tensor], size_divisibility: int) -> tuple[Tensor, li
     return batch, sizes
 
 
-__all__ = ["pad_images", "torch"]
+
