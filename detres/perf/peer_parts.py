@@ -92,6 +92,7 @@ class PeerSettings:
     rpn_post_nms_topk_train: int
     rpn_post_nms_topk_test: int
     rpn_nms_thresh: float
+    rpn_min_size: float
     rpn_fg_iou_thresh: float
     rpn_bg_iou_thresh: float
     rpn_batch_size_per_image: int
@@ -117,9 +118,11 @@ def assemble_peer(parts: PeerParts, settings: PeerSettings) -> FasterRCNN:
     # Use detres's own cell anchors (its rounding, centre offset and order) rather than torchvision's rounded ones.
     anchor_generator.cell_anchors = [parts.cell_anchors.clone().float()]
     rpn_head = RPNHead(parts.trunk_channels, num_anchors)
-    _copy_conv(rpn_head.conv[0][0], parts.rpn_conv)
-    _copy_conv(rpn_head.cls_logits, parts.rpn_cls)
-    _copy_conv(rpn_head.bbox_pred, parts.rpn_box)
+    # torchvision's RPNHead is conv(3x3)+ReLU, cls_logits, bbox_pred; detres's layers take their places as they
+    # are (this also covers an RPN conv narrower than the trunk, which RPNHead's constructor cannot express).
+    rpn_head.conv[0][0] = parts.rpn_conv
+    rpn_head.cls_logits = parts.rpn_cls
+    rpn_head.bbox_pred = parts.rpn_box
 
     predictor = FastRCNNPredictor(parts.head_channels, settings.num_classes + 1)
     with torch.no_grad():
@@ -157,16 +160,6 @@ def assemble_peer(parts: PeerParts, settings: PeerSettings) -> FasterRCNN:
         box_positive_fraction=settings.roi_positive_fraction,
         bbox_reg_weights=settings.box_reg_weights,
     )
+    peer.rpn.min_size = settings.rpn_min_size
     peer.transform = PassThroughTransform(size_divisibility=settings.size_divisibility)
     return peer
-
-
-def _copy_conv(dst: nn.Conv2d, src: nn.Conv2d) -> None:
-    if dst.weight.shape != src.weight.shape:
-        raise ValueError(f"peer conv {tuple(dst.weight.shape)} cannot take weights {tuple(src.weight.shape)}")
-    with torch.no_grad():
-        dst.weight.copy_(src.weight)
-        if src.bias is not None:
-            dst.bias.copy_(src.bias)
-        else:
-            dst.bias.zero_()
