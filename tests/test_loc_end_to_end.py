@@ -22,8 +22,9 @@ def test_tools_train_rpn_then_rcnn_and_each_stage_lowers_the_gt_class_loc_error(
     data, run = tmp_path / "shapes", tmp_path / "run"
     _run(str(REPO / "datasets" / "make_loc_shapes.py"), "--out", str(data), "--seed", "3", "--num-train", "25",
          "--num-val", "10")
-    overrides = [f"data.train.root={data}", f"data.test.root={data}", f"output.dir={run}", "solver.max_iter=300",
-                 "solver.steps=[225]", "loc.rcnn_max_iter=200", "loc.rcnn_steps=[150]", "output.log_period=100"]
+    overrides = [f"data.train.root={data}", f"data.test.root={data}", f"output.dir={run}", "solver.max_iter=400",
+                 "solver.steps=[300]", "solver.base_lr=0.05", "loc.rcnn_max_iter=200", "loc.rcnn_steps=[150]",
+                 "output.log_period=100"]
     cfg = str(REPO / "configs" / "loc_demo.yaml")
     _run(str(REPO / "tools" / "train_loc.py"), "--cfg", cfg, "--stage", "rpn", *overrides)
     _run(str(REPO / "tools" / "train_loc.py"), "--cfg", cfg, "--stage", "rcnn", *overrides)
