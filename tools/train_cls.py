@@ -1,0 +1,32 @@
+"""Train a ResNet classifier (ImageNet folders, CIFAR-10 or the synthetic set).
+
+    python tools/train_cls.py --cfg configs/cls_demo.yaml [--resume] [KEY=VALUE ...]
+    torchrun --nproc_per_node=N tools/train_cls.py --cfg configs/imagenet_r50.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from detres.cli import run_main
+from detres.config import load_config
+from detres.engine.cls_trainer import train_classifier
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Train a ResNet classifier.")
+    parser.add_argument("--cfg", required=True, help="YAML config file")
+    parser.add_argument("--resume", action="store_true", help="continue the run in output.dir from its last checkpoint")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. solver.base_lr=0.05")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = load_config(args.cfg, args.overrides)
+    metrics = train_classifier(cfg, resume=args.resume)
+    print(f"top-1 error {metrics.get('cls/top1_err', float('nan')):.2f}%  "
+          f"top-5 error {metrics.get('cls/top5_err', float('nan')):.2f}%  ({cfg.output.dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
