@@ -54,7 +54,8 @@ class Classifier:
         self.model.load_state_dict(state["model"])
         self.model.to(device).eval()
         self.device = device
-        ids = (state.get("class_map") or {}).get("dataset_ids") or class_map.dataset_ids
+        # class order: the checkpoint's class map, or its class (folder = wnid) names, else the set's own order
+        ids = (state.get("class_map") or {}).get("dataset_ids") or state.get("class_names") or class_map.dataset_ids
         index = {wnid: i + 1 for i, wnid in enumerate(class_map.dataset_ids)}
         self.to_label = [index.get(wnid, 0) for wnid in ids]  # 0: a class the localization set does not have
         if not any(self.to_label):
