@@ -53,3 +53,17 @@ def test_whole_image_row_and_classifier_ranked_top5(loc_root, tmp_path):
     assert [c for c, _ in guesses] == [6, 5, 4, 3, 2]
     table = format_table13(metrics, ["whole_image"], loc_network="-", cls_network="ResNet")
     assert "LOC err on GT CLS" in table and f"{metrics['loc/top5_err']:.1f}" in table
+
+
+def test_classifier_classes_are_matched_through_the_checkpoints_class_names(loc_root, tmp_path):
+    cfg = load_config(REPO / "configs" / "loc_demo.yaml", [f"data.test.root={loc_root}", "device=cpu"])
+    net = build_resnet(cfg.model.backbone, 6)
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(torch.arange(6.0))  # output 5 wins, then 4, ...
+    ckpt = tmp_path / "cls.pth"
+    names = [f"n0000000{i}" for i in range(6, 0, -1)]  # output i is synset 6 - i: output 5 = n00000001 = label 1
+    save_checkpoint({"model": net.state_dict(), "config": config_to_dict(cfg), "class_names": names}, ckpt)
+    _, rows = evaluate_localization(cfg, rows=["whole_image"], cls_ckpt=str(ckpt), max_images=2, progress=False)
+    for guesses in rows["whole_image"].guesses.values():
+        assert [c for c, _ in guesses] == [1, 2, 3, 4, 5]
