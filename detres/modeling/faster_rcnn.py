@@ -58,7 +58,7 @@ class FasterRCNN(nn.Module):
                 raise ValueError("FasterRCNN in training mode needs targets")
             features, sizes = self.backbone(images)
             proposals, losses = self.rpn(features, sizes, targets)
-            losses.update(self.roi_head.losses(features, proposals, targets))
+            losses.update(self.roi_head.losses(features, proposals, targets, sizes))
             return losses
         return self.roi_head.detect(self.inference_intermediates(images).per_image)
 
@@ -115,7 +115,8 @@ def _build_roi_head(cfg: Config, res5: nn.Module, head_channels: int) -> C4RoIHe
     if len(hc.box_reg_weights) != 4:
         raise ConfigError(f"model.roi_head.box_reg_weights needs 4 values, got {hc.box_reg_weights}")
     return C4RoIHead(
-        res5=res5, predictor=BoxPredictor(in_features=head_channels, num_classes=cfg.model.num_classes),
+        res5=res5, context=hc.context,
+        predictor=BoxPredictor(in_features=head_channels * (2 if hc.context else 1), num_classes=cfg.model.num_classes),
         box_coder=BoxCoder(weights=tuple(hc.box_reg_weights)),
         matcher=Matcher(high=hc.fg_iou_thresh, low=hc.bg_iou_thresh_hi, allow_low_quality=False),
         pooler=hc.pooler, resolution=hc.pooler_resolution, spatial_scale=1.0 / TRUNK_STRIDE,

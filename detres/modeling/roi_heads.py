@@ -43,7 +43,8 @@ class C4RoIHead(nn.Module):
     def __init__(self, *, res5: nn.Module, predictor: BoxPredictor, box_coder: BoxCoder, matcher: Matcher,
                  pooler: str, resolution: int, spatial_scale: float, sampling_ratio: int,
                  batch_size_per_image: int, positive_fraction: float, bg_iou_thresh_lo: float, smooth_l1_beta: float,
-                 score_thresh: float, nms_thresh: float, detections_per_img: int, chunk_size: int) -> None:
+                 score_thresh: float, nms_thresh: float, detections_per_img: int, chunk_size: int,
+                 context: bool = False) -> None:
         super().__init__()
         if pooler not in ("roi_pool", "roi_align"):
             raise ValueError(f"pooler must be roi_pool or roi_align, got {pooler!r}")
@@ -63,6 +64,7 @@ class C4RoIHead(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.chunk_size = chunk_size
+        self.context = context
 
     # --- shared pieces --------------------------------------------------------------------------------
     def pool(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
@@ -78,19 +80,47 @@ class C4RoIHead(nn.Module):
             return self.res5(pooled).mean(dim=(2, 3))
         return torch.cat([self.res5(c).mean(dim=(2, 3)) for c in pooled.split(self.chunk_size)])
 
+    def roi_features(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        """B x [K_i, 4] boxes -> [sum K_i, D] per-RoI features (pool, conv5_x, average pool)."""
+        return self.head_features(self.pool(features, boxes))
+
+    def context_features(self, features: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
+        """App. B global context: the whole image's box through the same pooling and conv5_x -> [B, D].
+
+        One RoI per image (single-level spatial pyramid pooling over the full image), computed once per image.
+        """
+        whole = [features.new_tensor([[0.0, 0.0, float(w), float(h)]]) for h, w in image_sizes]
+        return self.roi_features(features, whole)
+
+    def add_context(self, roi_feats: Tensor, features: Tensor, boxes: list[Tensor],
+                    image_sizes: list[tuple[int, int]]) -> Tensor:
+        """[R, D] -> [R, 2D] with each RoI's image context appended (unchanged when context is off)."""
+        if not self.context:
+            return roi_feats
+        counts = torch.tensor([len(b) for b in boxes], device=roi_feats.device)
+        context = self.context_features(features, image_sizes).repeat_interleave(counts, dim=0)
+        return torch.cat([roi_feats, context], dim=1)
+
     def predict(self, feats: Tensor) -> tuple[Tensor, Tensor]:
-        """[R, D] -> (class_logits [R, C+1], box_deltas [R, 4(C+1)])."""
+        """[R, D] (or [R, 2D] with context) -> (class_logits [R, C+1], box_deltas [R, 4(C+1)])."""
         return self.predictor(feats)
 
-    def forward_boxes(self, features: Tensor, boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """pool -> conv5_x -> predict for all RoIs of the batch in one call."""
-        return self.predict(self.head_features(self.pool(features, boxes)))
+    def forward_boxes(self, features: Tensor, boxes: list[Tensor],
+                      image_sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        """pool -> conv5_x -> (context) -> predict for all RoIs of the batch in one call."""
+        feats = self.add_context(self.roi_features(features, boxes), features, boxes, image_sizes)
+        return self.predict(feats)
 
     # --- inference -----------------------------------------------------------------------------------
     def predict_boxes(self, features: Tensor, proposals: list[Tensor],
                       image_sizes: list[tuple[int, int]]) -> list[tuple[Tensor, Tensor]]:
         """Per image: (scores [K, C+1], boxes [K, C+1, 4]) for every proposal, before NMS."""
-        class_logits, box_deltas = self.forward_boxes(features, proposals)
+        class_logits, box_deltas = self.forward_boxes(features, proposals, image_sizes)
+        return self.decode(class_logits, box_deltas, proposals, image_sizes)
+
+    def decode(self, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor],
+               image_sizes: list[tuple[int, int]]) -> list[tuple[Tensor, Tensor]]:
+        """Batched head outputs -> per image (scores [K, C+1], boxes [K, C+1, 4])."""
         counts = [len(p) for p in proposals]
         pieces = zip(class_logits.split(counts), box_deltas.split(counts), proposals, image_sizes)
         return [decode_predictions(logits, deltas, props, self.box_coder, size)
@@ -127,11 +157,11 @@ class C4RoIHead(nn.Module):
             targets[: len(pos)] = self.box_coder.encode(rois[: len(pos)], gt_kept[matched_gt])
         return rois, cls, targets
 
-    def losses(self, features: Tensor, proposals: list[Tensor],
-               targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def losses(self, features: Tensor, proposals: list[Tensor], targets: list[dict[str, Tensor]],
+               image_sizes: list[tuple[int, int]]) -> dict[str, Tensor]:
         sampled = [self.label_and_sample(p, t) for p, t in zip(proposals, targets)]
         rois = [s[0] for s in sampled]
-        class_logits, box_deltas = self.forward_boxes(features, rois)
+        class_logits, box_deltas = self.forward_boxes(features, rois, image_sizes)
         labels = torch.cat([s[1] for s in sampled])
         reg_targets = torch.cat([s[2] for s in sampled])
         return fast_rcnn_losses(class_logits, box_deltas, labels, reg_targets, beta=self.smooth_l1_beta)

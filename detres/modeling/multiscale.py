@@ -1,0 +1,50 @@
+"""Multi-scale testing (App. B, after NoC/SPPnet): conv4_x on an image pyramid, two adjacent scales per RoI, maxout."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+TARGET_SIDE = 224.0  # the pre-training crop size: conv5_x works best on RoIs of about 224 x 224 pixels
+
+
+def pyramid_factors(image_size: tuple[int, int], pyramid: list[int], max_ratio: float) -> list[float]:
+    """Resize factor of each pyramid level for an input of image_size (h, w): shorter side to s, longer side
+    capped at s * max_ratio (the training cap ratio, e.g. 1000/600)."""
+    short, long = min(image_size), max(image_size)
+    return [min(s / short, s * max_ratio / long) for s in pyramid]
+
+
+def select_scale_pairs(boxes: Tensor, factors: list[float]) -> tuple[Tensor, Tensor]:
+    """For each RoI [N, 4] (input pixels), the indices (k1, k2) of two adjacent pyramid levels.
+
+    Rule: k1 is the level where the RoI's side sqrt(w*h) is closest to 224 in log scale (|log(side/224)|; ties
+    to the larger level). k2 is its neighbour on the side where the RoI is farther from 224: the next larger
+    level if the RoI is smaller than 224 at k1 (or exactly 224), the next smaller level if larger. At an end of
+    the pyramid the only neighbour is used; with one level, k1 = k2.
+    Factors must be increasing.
+    """
+    side = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3).mul((boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)).sqrt()
+    f = torch.as_tensor(factors, dtype=side.dtype, device=side.device)
+    dist = (torch.log(side[:, None] * f[None, :]) - math.log(TARGET_SIDE)).abs()
+    levels = len(factors)
+    # argmin with ties to the larger level: search the reversed order
+    k1 = levels - 1 - dist.flip(1).argmin(dim=1)
+    smaller_than_target = side * f[k1] <= TARGET_SIDE
+    k2 = torch.where(smaller_than_target, k1 + 1, k1 - 1)
+    k2 = torch.where(k2 >= levels, k1 - 1, k2)
+    k2 = torch.where(k2 < 0, k1 + 1, k2)
+    return k1, k2.clamp(0, levels - 1)
+
+
+def resize_batch(batch: Tensor, factor: float, size_divisibility: int) -> Tensor:
+    """[B, 3, H, W] padded batch -> resized by `factor` (bilinear), padded up to a multiple of the divisibility."""
+    if factor == 1.0:
+        return batch
+    h, w = round(batch.shape[2] * factor), round(batch.shape[3] * factor)
+    out = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
+    pad_h, pad_w = (-h) % size_divisibility, (-w) % size_divisibility
+    return F.pad(out, (0, pad_w, 0, pad_h)) if pad_h or pad_w else out
