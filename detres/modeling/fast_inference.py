@@ -71,7 +71,7 @@ def optimize_for_inference(model: nn.Module, *, precision: str = "fp32", channel
 
 def _fast_pool(head: C4RoIHead, features: Tensor, boxes: list[Tensor]) -> Tensor:
     """C4RoIHead.pool for roi_pool heads, through detres.perf.roi_max_pool (bit-identical output)."""
-    return roi_max_pool(features, [b.to(features.dtype) for b in boxes], head.resolution, head.spatial_scale)
+    return roi_max_pool(features, boxes, head.resolution, head.spatial_scale)
 
 
 def _autocast(precision: str, device: torch.device) -> torch.autocast:

@@ -31,8 +31,8 @@ def select_scale_pairs(boxes: Tensor, factors: list[float]) -> tuple[Tensor, Ten
     f = torch.as_tensor(factors, dtype=side.dtype, device=side.device)
     dist = (torch.log(side[:, None] * f[None, :]) - math.log(TARGET_SIDE)).abs()
     levels = len(factors)
-    # argmin with ties to the larger level: search the reversed order
-    k1 = levels - 1 - dist.flip(1).argmin(dim=1)
+    # ties (to rounding) go to the larger level: a bias far below any real difference favours it
+    k1 = (dist - 1e-6 * torch.arange(levels, dtype=dist.dtype, device=dist.device)).argmin(dim=1)
     smaller_than_target = side * f[k1] <= TARGET_SIDE
     k2 = torch.where(smaller_than_target, k1 + 1, k1 - 1)
     k2 = torch.where(k2 >= levels, k1 - 1, k2)

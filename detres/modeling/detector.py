@@ -1,7 +1,7 @@
-"""Inference with the App. B options: box refinement + voting, multi-scale testing, ensembles.
+"""The detector at inference: trained models with the App. B options (refinement, multi-scale, ensembles).
 
 Context is part of the trained model (`model.roi_head.context`); everything else is chosen at test time.
-With every option off and one model, `TestTimeDetector(...)(images)` equals `model.eval()(images)`.
+With every option off and one model, `Detector([model], InferenceOptions())(images)` equals `model.eval()(images)`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from detres.modeling.voting import box_voting
 
 
 @dataclass
-class TestTimeOptions:
+class InferenceOptions:
     box_refine: bool = False
     box_vote: bool = True
     box_vote_iou: float = 0.5
@@ -31,9 +31,9 @@ class TestTimeOptions:
     max_ratio: float = 1000 / 600  # longer side cap / shorter side of training
 
 
-def test_time_options(cfg: Config) -> TestTimeOptions:
+def inference_options(cfg: Config) -> InferenceOptions:
     t = cfg.test
-    return TestTimeOptions(box_refine=t.box_refine, box_vote=t.box_vote, box_vote_iou=t.box_vote_iou,
+    return InferenceOptions(box_refine=t.box_refine, box_vote=t.box_vote, box_vote_iou=t.box_vote_iou,
                            refine_nms_thresh=t.refine_nms_thresh, multiscale=t.multiscale,
                            pyramid_scales=tuple(sorted(t.pyramid_scales)),
                            max_ratio=cfg.data.input.max_size / cfg.data.input.test_scale)
@@ -42,7 +42,7 @@ def test_time_options(cfg: Config) -> TestTimeOptions:
 class _ModelView:
     """One model's state for a batch: input-scale features, and (multi-scale) one feature map per level."""
 
-    def __init__(self, model: FasterRCNN, images: list[Tensor], options: TestTimeOptions) -> None:
+    def __init__(self, model: FasterRCNN, images: list[Tensor], options: InferenceOptions) -> None:
         self.model = model
         self.batch, self.sizes = pad_images(images, model.size_divisibility)
         self.features = model.trunk(self.batch)
@@ -90,7 +90,7 @@ class _ModelView:
         return head.decode(logits, deltas, boxes, self.sizes)
 
 
-class TestTimeDetector(nn.Module):
+class Detector(nn.Module):
     """One or more trained FasterRCNN models run together with the App. B test-time options.
 
     Ensemble: the union of every model's proposals; every model scores and regresses every proposal; the
@@ -98,10 +98,10 @@ class TestTimeDetector(nn.Module):
     and scored again (one more batched head pass); the 2R predictions are merged, NMS'd per class, and voted.
     """
 
-    def __init__(self, models: list[FasterRCNN], options: TestTimeOptions) -> None:
+    def __init__(self, models: list[FasterRCNN], options: InferenceOptions) -> None:
         super().__init__()
         if not models:
-            raise ValueError("TestTimeDetector needs at least one model")
+            raise ValueError("Detector needs at least one model")
         self.models = nn.ModuleList(models)
         self.options = options
         head = models[0].roi_head
@@ -110,17 +110,25 @@ class TestTimeDetector(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections per image: dict(boxes [K, 4], scores [K], labels [K]) in input-image pixels."""
+        candidates = self.candidates(images)
+        if not self.options.box_refine:
+            return [select_detections(s, b, score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+                                      detections_per_img=self.detections_per_img) for s, b in candidates]
+        return [self._merge(scores, boxes) for scores, boxes in candidates]
+
+    @torch.no_grad()
+    def candidates(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Per image (scores [K, C+1], boxes [K, C+1, 4]) before NMS; with refinement, the union of both passes."""
         views = [_ModelView(m.eval(), images, self.options) for m in self.models]
         per_model = [v.proposals() for v in views]
         proposals = [torch.cat(p) for p in zip(*per_model)]  # the union of the models' proposals, per image
         first = self._average([v.predict(proposals) for v in views])
         if not self.options.box_refine:
-            return [select_detections(s, b, score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-                                      detections_per_img=self.detections_per_img) for s, b in first]
+            return first
         refined_boxes = [top_class_boxes(scores, boxes) for scores, boxes in first]
         second = self._average([v.predict(refined_boxes) for v in views])
-        return [self._merge(torch.cat([s1, s2]), torch.cat([b1, b2]))
-                for (s1, b1), (s2, b2) in zip(first, second)]
+        return [(torch.cat([s1, s2]), torch.cat([b1, b2])) for (s1, b1), (s2, b2) in zip(first, second)]
 
     @staticmethod
     def _average(outputs: list[list[tuple[Tensor, Tensor]]]) -> list[tuple[Tensor, Tensor]]:
