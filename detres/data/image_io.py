@@ -1,0 +1,112 @@
+"""The one image reader of detres: any file becomes 8-bit RGB [H, W, 3], or a DataError naming the file.
+
+OpenCV decodes; Pillow (a torchvision dependency) reads the header first, so a file claiming a huge size is
+refused before any pixel is decoded, and supplies the EXIF orientation, which OpenCV ignores when it is asked
+for the file's own channels (IMREAD_UNCHANGED) — needed to see 16-bit and alpha data as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from detres.errors import DataError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+PILLOW_MODES = {"CMYK", "P", "PA", "LA", "1"}  # decoded by Pillow: OpenCV gets their colours wrong or fails
+
+# EXIF orientation tag value -> operations that bring the stored pixels upright
+_EXIF_FIX = {
+    2: [cv2.flip, 1], 3: [cv2.rotate, cv2.ROTATE_180], 4: [cv2.flip, 0],
+    5: "transpose", 6: [cv2.rotate, cv2.ROTATE_90_CLOCKWISE], 7: "transverse",
+    8: [cv2.rotate, cv2.ROTATE_90_COUNTERCLOCKWISE],
+}
+
+
+def _header(path: Path, max_pixels: int) -> tuple[int, int, int, str]:
+    """(width, height, EXIF orientation, mode) from the header, without decoding the pixels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as img:
+                orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+                return img.width, img.height, int(orientation or 1), img.mode
+        except Image.DecompressionBombError:
+            raise DataError(f"{path}: the header claims a decompression-bomb size; refused (pixel limit "
+                            f"{max_pixels}, data.input.max_pixels)") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return 0, 0, 1, ""  # Pillow cannot read it: let OpenCV try (and report the failure if it fails too)
+
+
+def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    fix = _EXIF_FIX.get(orientation)
+    if fix is None:
+        return image
+    if fix == "transpose":
+        return np.ascontiguousarray(image.transpose(1, 0, 2))
+    if fix == "transverse":
+        return np.ascontiguousarray(image[::-1, ::-1].transpose(1, 0, 2))
+    return fix[0](image, fix[1])
+
+
+def _to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Decoded OpenCV array (gray / BGR / BGRA, 8 or 16 bit, or float) -> uint8 RGB."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)  # keep the 8 most significant bits
+    elif image.dtype != np.uint8:
+        image = np.clip(image.astype(np.float32) * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:  # alpha is dropped: detection looks at the colour channels only
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_with_pillow(path: Path) -> np.ndarray | None:
+    """CMYK and palette images, which OpenCV may decode with wrong colours, through Pillow's converters."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def _is_truncated_jpeg(data: np.ndarray) -> bool:
+    """A JPEG (starts with FFD8) must end with the EOI marker FFD9; OpenCV silently decodes a cut file as gray."""
+    if data.size < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return False
+    tail = np.trim_zeros(data[-64:], "b")  # some writers pad after EOI
+    return not (tail.size >= 2 and tail[-2] == 0xFF and tail[-1] == 0xD9)
+
+
+def read_image_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read any image file as uint8 RGB [H, W, 3], upright per EXIF; DataError for unreadable or too large."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); remove it or replace it with the real image")
+    width, height, orientation, mode = _header(path, max_pixels)
+    if width * height > max_pixels:
+        raise DataError(f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                        "(data.input.max_pixels); raise the limit if the file is trusted")
+    if mode in PILLOW_MODES:
+        rgb = _decode_with_pillow(path)
+        if rgb is not None:
+            return _apply_orientation(np.ascontiguousarray(rgb), orientation)
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if _is_truncated_jpeg(data):
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker); the file was cut short, re-copy it")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None or image.size == 0:
+        raise DataError(f"{path}: not a readable image (corrupt, truncated, or not an image format)")
+    if width == 0 and image.shape[0] * image.shape[1] > max_pixels:
+        raise DataError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {max_pixels}")
+    return _apply_orientation(_to_rgb8(image), orientation)
