@@ -45,3 +45,13 @@ def test_no_rois_and_autograd_fall_back():
     assert features.grad is not None and features.grad.sum() > 0
     empty = roi_max_pool(features.detach(), [torch.zeros(0, 4)], 7, 1 / 16)
     assert empty.shape == (0, 4, 7, 7)
+
+
+def test_bfloat16_features_pool_like_float32():
+    # Under CPU bfloat16 autocast the map is bfloat16, which torchvision's CPU op rejects; max pooling is exact
+    # under the cast, so the float32 result cast back is the reference.
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(1, 5, 70, 70, generator=generator).to(torch.bfloat16)
+    boxes = [torch.cat([_random_boxes(20, 70, 70, generator), torch.tensor([[0.0, 0.0, 56 * 16.0, 40.0]])])]
+    expected = roi_pool(features.float(), boxes, (14, 14), 1 / 16).to(torch.bfloat16)
+    assert torch.equal(roi_max_pool(features, boxes, 14, 1 / 16), expected)

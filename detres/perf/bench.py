@@ -26,7 +26,7 @@ from detres.modeling.fast_inference import optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.agreement import compare_detections
 from detres.perf.calibrate import calibrate_for_benchmark
-from detres.perf.child import ChildSpec
+from detres.perf.child import ChildSpec, Variant
 from detres.perf.peer import build_peer, output_layers
 from detres.perf.synthetic import synthetic_batch
 
@@ -69,7 +69,7 @@ def run_benchmark(opts: BenchOptions, *, log=print) -> dict[str, float]:
     Keys: detres/ and peer/ `infer_img_s` (batch 1), `infer_img_s_b<N>`, `train_it_s`, `peak_rss_mb`,
     `train_peak_rss_mb`, `gflops_per_img`, `frac_of_peak`; ratio/ `infer`, `infer_b<N>`, `train`, `peak_rss`;
     agree/ `max_score_diff`, `min_iou`, `matched_frac`, `optimized_max_score_diff`; machine/ `matmul_gflops`,
-    `threads`; with --ablation `ablation/<variant>/infer_img_s`; with --sweep `sweep/<what>_<value>/<side>_img_s`.
+    `threads`; with --ablation `ablation/<variant>/infer_img_s_b<n>`; with --sweep `sweep/<what>_<value>/<side>_img_s`.
     """
     if opts.quick:
         opts = dataclasses.replace(opts, warmup=1, runs=2)
@@ -105,25 +105,25 @@ def run_benchmark(opts: BenchOptions, *, log=print) -> dict[str, float]:
                 "different work")
         del model
 
-        base = ChildSpec(config=str(config_path), weights=str(weights_path), side="detres", device=str(device),
-                         threads=opts.threads, height=height, width=width, batch=opts.batch,
+        base = ChildSpec(config=str(config_path), weights=str(weights_path), kind="timing", variants=[],
+                         device=str(device), threads=opts.threads, height=height, width=width, batch=opts.batch,
                          train_batch=opts.train_batch, warmup=opts.warmup, runs=opts.runs, seed=opts.seed,
-                         precision=opts.precision, matmul_size=1024 if opts.quick else 2048)
-        for side in ("detres", "peer"):
-            log(f"measuring {side} ...")
-            # The peer always runs float32: the issue's bf16 target is against the peer's float32 speed.
-            spec = dataclasses.replace(base, side=side, precision=opts.precision if side == "detres" else "fp32")
-            for key, value in _run_child(spec, tmp).items():
-                results[f"{side}/{key}"] = value
-        _derive(results, opts.batch)
-
+                         matmul_size=1024 if opts.quick else 2048)
+        # The peer always runs float32: the issue's bf16 target is against the peer's float32 speed.
+        ours = Variant(name="detres", side="detres", precision=opts.precision)
+        peer = Variant(name="peer", side="peer")
+        for variant in (ours, peer):
+            log(f"memory and FLOPs of {variant.name} (own process) ...")
+            results.update(_run_child(dataclasses.replace(base, kind="memory", variants=[variant]), tmp))
+        variants = [ours, peer]
         if opts.ablation:
-            for name, changes in ABLATIONS.items():
-                log(f"ablation {name} ...")
-                spec = dataclasses.replace(base, tasks=["infer"], batch=1, **changes)
-                results[f"ablation/{name}/infer_img_s"] = _run_child(spec, tmp)["infer_img_s_b1"]
+            variants += [Variant(name=f"ablation/{name}", side="detres", **changes)
+                         for name, changes in ABLATIONS.items()]
+        log(f"timing {', '.join(v.name for v in variants)} alternately ...")
+        results.update(_run_child(dataclasses.replace(base, variants=variants), tmp))
+        _derive(results, opts.batch)
         if opts.sweep:
-            _sweep(results, cfg, base, tmp, log)
+            _sweep(results, cfg, dataclasses.replace(base, variants=[ours, peer], batch=1, train=False), tmp, log)
     return results
 
 
@@ -143,9 +143,9 @@ ABLATIONS: dict[str, dict] = {
     "plain": {"optimized": False},
     "inference_mode": {"fold_bn": False, "channels_last": False},
     "fold_bn": {"channels_last": False},
-    "channels_last": {"fold_bn": False},
-    "fold_bn+channels_last": {},
-    "fold_bn+channels_last+bf16": {"precision": "bf16"},
+    "channels_last+fast_roi_pool": {"fold_bn": False},
+    "fold_bn+channels_last+fast_roi_pool": {},
+    "all+bf16": {"precision": "bf16"},
 }
 
 
@@ -173,24 +173,22 @@ def check_agreement(model: torch.nn.Module, cfg: Config, height: int, width: int
 
 
 def _sweep(results: dict[str, float], cfg: Config, base: ChildSpec, tmp: str, log) -> None:
-    """Batch-1 inference time against proposals (100, 300, 1000) and shorter side (400, 600, 800), both sides."""
+    """Batch-1 inference speed against proposals (100, 300, 1000) and shorter side (400, 600, 800), both sides."""
+    points = []
     for proposals in (100, 300, 1000):
         swept = copy.deepcopy(cfg)
         swept.model.rpn.post_nms_topk_test = proposals
         path = Path(tmp) / f"config_p{proposals}.yaml"
         save_config(swept, path)
-        for side in ("detres", "peer"):
-            log(f"sweep proposals={proposals} {side} ...")
-            spec = dataclasses.replace(base, config=str(path), side=side, tasks=["infer"], batch=1,
-                                       precision=base.precision if side == "detres" else "fp32")
-            results[f"sweep/proposals_{proposals}/{side}_img_s"] = _run_child(spec, tmp)["infer_img_s_b1"]
+        points.append((f"proposals_{proposals}", dataclasses.replace(base, config=str(path))))
     for short in (400, 600, 800):
         height, width = image_size(short, cfg.data.input.max_size)
+        points.append((f"short_{short}", dataclasses.replace(base, height=height, width=width)))
+    for point, spec in points:
+        log(f"sweep {point} ...")
+        measured = _run_child(spec, tmp)
         for side in ("detres", "peer"):
-            log(f"sweep short={short} ({height}x{width}) {side} ...")
-            spec = dataclasses.replace(base, side=side, tasks=["infer"], batch=1, height=height, width=width,
-                                       precision=base.precision if side == "detres" else "fp32")
-            results[f"sweep/short_{short}/{side}_img_s"] = _run_child(spec, tmp)["infer_img_s_b1"]
+            results[f"sweep/{point}/{side}_img_s"] = measured[f"{side}/infer_img_s_b1"]
 
 
 def _derive(results: dict[str, float], batch: int) -> None:
@@ -198,9 +196,9 @@ def _derive(results: dict[str, float], batch: int) -> None:
     for side in ("detres", "peer"):
         results[f"{side}/infer_img_s"] = results[f"{side}/infer_img_s_b1"]
         gflop_s = results[f"{side}/gflops_per_img"] * results[f"{side}/infer_img_s"]
-        results[f"{side}/frac_of_peak"] = gflop_s / results[f"{side}/matmul_gflops"]
-    results["machine/matmul_gflops"] = results["detres/matmul_gflops"]
+        results[f"{side}/frac_of_peak"] = gflop_s / results["detres/matmul_gflops"]
     results["machine/threads"] = results["detres/threads"]
+    results["machine/matmul_gflops"] = results["detres/matmul_gflops"]
     for name, key in (("infer", "infer_img_s"), (f"infer_b{batch}", f"infer_img_s_b{batch}"),
                       ("train", "train_it_s"), ("peak_rss", "peak_rss_mb"), ("train_peak_rss", "train_peak_rss_mb")):
         results[f"ratio/{name}"] = results[f"detres/{key}"] / results[f"peer/{key}"]
@@ -210,7 +208,7 @@ def _run_child(spec: ChildSpec, tmp: str) -> dict[str, float]:
     spec_path = Path(tmp) / "spec.json"
     result_path = Path(tmp) / "result.json"
     result_path.unlink(missing_ok=True)
-    spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
+    spec_path.write_text(json.dumps(dataclasses.asdict(spec)))  # Variants become dicts, spec_from_dict reverses
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-m", "detres.perf.child", str(spec_path), str(result_path)],
                           env=env, capture_output=True, text=True)

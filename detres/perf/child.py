@@ -1,7 +1,8 @@
-"""One side of the benchmark in its own process, so that its peak memory is its own.
+"""Benchmark work in its own process: `python -m detres.perf.child SPEC.json RESULT.json`.
 
-`python -m detres.perf.child SPEC.json RESULT.json`: SPEC names the resolved config, the weights both sides share
-and what to measure; RESULT receives a flat dict of numbers. tools/bench.py starts these; people do not.
+Two kinds of child. A "memory" child builds ONE side (detres or the peer), so its peak resident memory is
+its own, and also counts FLOPs and the matmul peak. A "timing" child builds every variant asked for and times
+them alternately (see measure.alternating_medians). tools/bench.py starts these; people do not.
 """
 
 from __future__ import annotations
@@ -9,33 +10,43 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
-from detres.config import load_config
+from detres.config import Config, load_config
 from detres.modeling.fast_inference import optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
-from detres.perf.measure import (
-    flops_per_image,
-    inference_images_per_s,
-    inference_peak_rss_mb,
-    training_iterations_per_s,
-)
+from detres.perf.measure import alternating_medians, flops_of, peak_rss_of, training_step
 from detres.perf.peer import build_peer
 from detres.perf.synthetic import synthetic_batch
 from detres.perf.timing import matmul_peak_flops
 
 
 @dataclass
+class Variant:
+    """One model to measure. side "peer": torchvision's FasterRCNN, float32, under inference_mode as its
+    reference evaluation runs it. side "detres": `optimize_for_inference(precision, channels_last, fold_bn)`,
+    or the plain eval model when `optimized` is False."""
+
+    name: str
+    side: str
+    optimized: bool = True
+    precision: str = "fp32"
+    channels_last: bool = True
+    fold_bn: bool = True
+
+
+@dataclass
 class ChildSpec:
-    """What one child measures. side: "detres" or "peer"; the detres side runs optimize_for_inference with
-    `precision`, `channels_last` and `fold_bn` unless `optimized` is False (plain eval model, the ablation's base)."""
+    """What one child does. kind "memory": `variants[0]` only; kind "timing": all `variants`, alternating."""
 
     config: str
     weights: str
-    side: str
+    kind: str
+    variants: list[Variant]
     device: str = "cpu"
     threads: int = 0  # 0: torch's default
     height: int = 600
@@ -45,85 +56,107 @@ class ChildSpec:
     warmup: int = 1
     runs: int = 3
     seed: int = 0
-    optimized: bool = True
-    precision: str = "fp32"
-    channels_last: bool = True
-    fold_bn: bool = True
-    tasks: list[str] = field(default_factory=lambda: ["infer", "memory", "train", "flops", "matmul"])
+    train: bool = True
     matmul_size: int = 2048
 
 
 def run_child(spec: ChildSpec) -> dict[str, float]:
-    """Build this side's model from the shared weights and measure `spec.tasks`; returns a flat dict."""
+    """Build the asked models from the shared weights and measure; returns a flat dict `<variant>/<figure>`."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
     cfg = load_config(spec.config)
-    count = max(spec.batch, spec.train_batch)
-    images, targets = synthetic_batch(count, height=spec.height, width=spec.width,
-                                      num_classes=cfg.model.num_classes,
-                                      pixel_mean=cfg.model.backbone.pixel_mean,
+    images, targets = synthetic_batch(max(spec.batch, spec.train_batch), height=spec.height, width=spec.width,
+                                      num_classes=cfg.model.num_classes, pixel_mean=cfg.model.backbone.pixel_mean,
                                       pixel_std=cfg.model.backbone.pixel_std, seed=spec.seed)
-    result: dict[str, float] = {"threads": float(torch.get_num_threads())}
-    if "matmul" in spec.tasks:
+    images = [im.to(device) for im in images]
+    if spec.kind == "memory":
+        return _memory(spec, cfg, images, targets, device)
+    return _timing(spec, cfg, images, targets, device)
+
+
+def _memory(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[dict], device: torch.device):
+    variant = spec.variants[0]
+    result = {"threads": float(torch.get_num_threads())}
+    if variant.side == "detres":
         result["matmul_gflops"] = matmul_peak_flops(device=device, size=spec.matmul_size) / 1e9
+    result.update(_inference_memory_and_flops(_predictor(_model(spec, cfg, variant.side, device), variant), images))
+    gc.collect()  # the inference model is gone before the training one is built
+    if spec.train:
+        step = training_step(_model(spec, cfg, variant.side, device), images[:spec.train_batch],
+                             targets[:spec.train_batch], device=device)
+        result["train_peak_rss_mb"] = peak_rss_of(step)
+    return {f"{variant.name}/{k}": v for k, v in result.items()}
 
-    def fresh_model() -> torch.nn.Module:
-        detres_model = build_faster_rcnn(cfg)
-        detres_model.load_state_dict(torch.load(spec.weights, map_location="cpu", weights_only=True))
-        if spec.side == "peer":
-            peer = build_peer(detres_model, cfg)
-            del detres_model
-            gc.collect()
-            return peer.to(device)
-        return detres_model.to(device)
 
-    if {"infer", "memory", "flops"} & set(spec.tasks):
-        predict = fresh_model().eval()
-        if spec.side == "detres" and spec.optimized:
-            # In place: a second copy of the weights would count against detres's peak memory.
-            predict = optimize_for_inference(predict, precision=spec.precision,
-                                             channels_last=spec.channels_last, fold_bn=spec.fold_bn)
-        elif spec.side == "peer":
-            predict = _under_inference_mode(predict)
-        if "memory" in spec.tasks:
-            result["peak_rss_mb"] = inference_peak_rss_mb(predict, images[:1], device=device)
-        if "infer" in spec.tasks:
-            for batch in sorted({1, spec.batch}):
-                result[f"infer_img_s_b{batch}"] = inference_images_per_s(
-                    predict, images, batch=batch, device=device, warmup=spec.warmup, runs=spec.runs)
-        if "flops" in spec.tasks:
-            result["gflops_per_img"] = flops_per_image(predict, images[0], device=device) / 1e9
-        del predict
-        gc.collect()
-    if "train" in spec.tasks:
-        its, peak = training_iterations_per_s(fresh_model(), images[:spec.train_batch], targets[:spec.train_batch],
-                                              device=device, warmup=spec.warmup, runs=spec.runs)
-        result["train_it_s"] = its
-        result["train_peak_rss_mb"] = peak
+def _inference_memory_and_flops(predict, images: list[Tensor]) -> dict[str, float]:
+    with torch.no_grad():
+        return {"peak_rss_mb": peak_rss_of(lambda: predict(images[:1])),
+                "gflops_per_img": flops_of(lambda: predict(images[:1])) / 1e9}
+
+
+def _timing(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[dict], device: torch.device):
+    predictors = {v.name: _predictor(_model(spec, cfg, v.side, device), v) for v in spec.variants}
+    result: dict[str, float] = {}
+    with torch.no_grad():
+        for batch in sorted({1, spec.batch}):
+            calls = {name: (lambda p=p, b=batch: p(images[:b])) for name, p in predictors.items()}
+            medians = alternating_medians(calls, device=device, warmup=spec.warmup, runs=spec.runs)
+            result.update({f"{name}/infer_img_s_b{batch}": batch / s for name, s in medians.items()})
+    del predictors, calls
+    gc.collect()
+    if spec.train:
+        # Training compares the models as they train: detres's plain model (optimizations are inference-only).
+        sides = {v.name: v.side for v in spec.variants if v.name in ("detres", "peer")}
+        steps = {name: training_step(_model(spec, cfg, side, device), images[:spec.train_batch],
+                                     targets[:spec.train_batch], device=device) for name, side in sides.items()}
+        medians = alternating_medians(steps, device=device, warmup=spec.warmup + 1, runs=spec.runs)
+        result.update({f"{name}/train_it_s": 1.0 / s for name, s in medians.items()})
     return result
 
 
-def _under_inference_mode(model: torch.nn.Module):
-    """The peer as torchvision's reference evaluation runs it: under torch.inference_mode."""
+def _model(spec: ChildSpec, cfg: Config, side: str, device: torch.device) -> nn.Module:
+    detres_model = build_faster_rcnn(cfg)
+    detres_model.load_state_dict(torch.load(spec.weights, map_location="cpu", weights_only=True))
+    if side == "peer":
+        peer = build_peer(detres_model, cfg)
+        del detres_model
+        gc.collect()
+        return peer.to(device)
+    return detres_model.to(device)
 
-    def predict(images):
+
+def _predictor(model: nn.Module, variant: Variant):
+    model.eval()
+    if variant.side == "detres" and variant.optimized:
+        # In place: a second copy of the weights would count against detres's peak memory.
+        return optimize_for_inference(model, precision=variant.precision, channels_last=variant.channels_last,
+                                      fold_bn=variant.fold_bn)
+    if variant.side == "peer":
+        return _under_inference_mode(model)
+    return model
+
+
+def _under_inference_mode(model: nn.Module):
+    """The peer as torchvision's reference evaluation (references/detection/engine.py) runs it."""
+
+    def predict(images: list[Tensor]):
         with torch.inference_mode():
             return model(images)
 
     return predict
 
 
+def spec_from_dict(data: dict) -> ChildSpec:
+    variants = [Variant(**v) for v in data.pop("variants")]
+    return ChildSpec(variants=variants, **data)
+
+
 def main() -> int:
     spec_path, result_path = sys.argv[1], sys.argv[2]
-    spec = ChildSpec(**json.loads(Path(spec_path).read_text()))
-    result = run_child(spec)
-    Path(result_path).write_text(json.dumps(result))
+    spec = spec_from_dict(json.loads(Path(spec_path).read_text()))
+    Path(result_path).write_text(json.dumps(run_child(spec)))
     return 0
-
-
-def spec_to_json(spec: ChildSpec) -> str:
-    return json.dumps(asdict(spec))
 
 
 if __name__ == "__main__":

@@ -1,44 +1,43 @@
-"""The measurements of one detector, as run inside one benchmark child process: speed, memory, FLOPs.
+"""The measurements of detectors inside one benchmark child process: speed, memory, FLOPs.
 
-Every function takes a ready model and synthetic inputs; nothing here knows whether it is detres or the peer.
+Nothing here knows whether a model is detres or the peer. Timings alternate between the models measured
+(A, B, A, B, ...), so a load that drifts on a shared machine hits every side alike and the ratios stay honest.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from detres.perf.memory import peak_rss_mb, reset_peak_rss
-from detres.perf.timing import count_flops, median_seconds
+from detres.perf.timing import count_flops, synchronize
 
 
-def inference_images_per_s(predict: Callable[[list[Tensor]], object], images: list[Tensor], *, batch: int,
-                           device: torch.device, warmup: int, runs: int) -> float:
-    """Images per second of `predict` on batches of `batch` images (the first `batch` of `images`).
-
-    Runs under no_grad only: whether inference_mode is used is up to `predict` (an ablation row measures it).
-    """
-    inputs = [im.to(device) for im in images[:batch]]
-    with torch.no_grad():
-        seconds = median_seconds(lambda: predict(inputs), device=device, warmup=warmup, runs=runs)
-    return batch / seconds
-
-
-def inference_peak_rss_mb(predict: Callable[[list[Tensor]], object], images: list[Tensor], *,
-                          device: torch.device) -> float:
-    """Peak resident MiB while `predict` runs once on `images` (the model's weights are resident, so they count)."""
-    inputs = [im.to(device) for im in images]
-    reset_peak_rss()
-    with torch.no_grad():
-        predict(inputs)
-    return peak_rss_mb()
+def alternating_medians(calls: dict[str, Callable[[], object]], *, device: torch.device, warmup: int,
+                        runs: int) -> dict[str, float]:
+    """Median seconds of each call over `runs` rounds, every round calling each once in turn, after `warmup`
+    untimed rounds (first calls allocate, JIT-compile oneDNN kernels and pack weights)."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            synchronize(device)
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def training_iterations_per_s(model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]], *,
-                              device: torch.device, warmup: int, runs: int) -> tuple[float, float]:
-    """(iterations/s, peak resident MiB) of SGD steps on one batch: forward with targets, summed losses, backward.
+def training_step(model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]], *,
+                  device: torch.device) -> Callable[[], None]:
+    """One SGD step (forward with targets, summed losses, backward, update) on a fixed batch, as a callable.
 
     A small learning rate keeps the weights (and so the proposals and RoI sampling) close to where they started.
     """
@@ -54,13 +53,18 @@ def training_iterations_per_s(model: nn.Module, images: list[Tensor], targets: l
         sum(losses.values()).backward()
         optimizer.step()
 
-    step()
+    return step
+
+
+def peak_rss_of(call: Callable[[], object], *, repeat: int = 2) -> float:
+    """Peak resident MiB while `call` runs `repeat` times (weights already resident count; building does not)."""
+    call()  # first call: lazily allocated state (optimizer momenta, packed weights) belongs to the steady state
     reset_peak_rss()
-    seconds = median_seconds(step, device=device, warmup=max(warmup - 1, 0), runs=runs)
-    return 1.0 / seconds, peak_rss_mb()
+    for _ in range(repeat):
+        call()
+    return peak_rss_mb()
 
 
-def flops_per_image(predict: Callable[[list[Tensor]], object], image: Tensor, *, device: torch.device) -> float:
-    """FLOPs of one single-image inference as torch.utils.flop_counter counts them (convs and matmuls)."""
-    with torch.no_grad():
-        return float(count_flops(lambda: predict([image.to(device)])))
+def flops_of(call: Callable[[], object]) -> float:
+    """FLOPs of one call as torch.utils.flop_counter counts them (convs and matmuls; a multiply-add = 2)."""
+    return float(count_flops(call))

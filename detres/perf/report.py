@@ -32,7 +32,8 @@ def format_table(results: dict[str, float], *, batch: int) -> str:
                  f"{int(results.get('machine/threads', 0))} threads; image "
                  f"{int(results.get('size/height', 0))}x{int(results.get('size/width', 0))}, "
                  f"{int(results.get('size/proposals', 0))} proposals")
-    ablation = {k.split("/")[1]: v for k, v in results.items() if k.startswith("ablation/")}
+    ablation = {k.split("/")[1]: v for k, v in results.items()
+                if k.startswith("ablation/") and k.endswith("/infer_img_s_b1")}
     if ablation:
         base = ablation.get("plain")
         lines.append("")

@@ -24,12 +24,13 @@ def roi_max_pool(features: Tensor, boxes: list[Tensor], output_size: int, spatia
 
     features: [B, C, H, W] (any memory format); boxes: per image [R_i, 4] XYXY in input-image pixels.
     Returns [sum R_i, C, P, P], channels-last (the pooling kernel is vectorized over channels only in that
-    layout, so NCHW features are converted once). Other devices, dtypes and autograd use torchvision's op as is.
+    layout, so NCHW features are converted once). Also takes bfloat16/float16 (autocast), which torchvision's
+    CPU op does not. Other devices and autograd use torchvision's op as is.
     """
     size = (output_size, output_size)
-    if features.device.type != "cpu" or features.requires_grad or features.dtype != torch.float32:
+    if features.device.type != "cpu" or features.requires_grad or not features.is_floating_point():
         return roi_pool(features, boxes, size, spatial_scale)
-    rois = torch.cat([b.to(features.dtype) for b in boxes]) if boxes else features.new_zeros(0, 4)
+    rois = torch.cat([b.float() for b in boxes]) if boxes else features.new_zeros(0, 4)
     image_index = torch.cat([torch.full((len(b),), i, dtype=torch.int64) for i, b in enumerate(boxes)]) \
         if boxes else torch.zeros(0, dtype=torch.int64)
     num_rois, channels = len(rois), features.shape[1]
@@ -50,8 +51,10 @@ def roi_max_pool(features: Tensor, boxes: list[Tensor], output_size: int, spatia
     odd = _float_bin_sizes(output_size, int(max(roi_w.max(), roi_h.max())))
     slow = odd[roi_h] | odd[roi_w]
     if bool(slow.any()):
-        slow_rois = torch.cat([image_index[slow, None].to(rois.dtype), rois.cpu()[slow]], dim=1)
-        output[slow] = roi_pool(features, slow_rois.to(features.device), size, spatial_scale)
+        slow_rois = torch.cat([image_index[slow, None].float(), rois.cpu()[slow]], dim=1)
+        # torchvision's CPU op has no bfloat16/float16 kernel; max pooling in float32 and back is exact.
+        exact = roi_pool(features.float(), slow_rois.to(features.device).float(), size, spatial_scale)
+        output[slow] = exact.to(features.dtype)
 
     # -inf padding where a RoI crosses the map's border: outside cells then never win a max, and a bin that lies
     # wholly outside comes out -inf, which becomes torchvision's 0 for empty bins.
