@@ -54,7 +54,7 @@ def draw_shape(image: np.ndarray, kind: str, cx: float, cy: float, r: float, ang
 def make_image(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     """One size x size RGB image with a single shape of class `kind`."""
     base = rng.integers(40, 200, 3)
-    image = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    image = np.clip(base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(2, 6))):  # clutter: random lines
         p1, p2 = tuple(int(v) for v in rng.integers(0, size, 2)), tuple(int(v) for v in rng.integers(0, size, 2))
         cv2.line(image, p1, p2, tuple(int(v) for v in rng.integers(0, 255, 3)), 1)
