@@ -1,0 +1,114 @@
+"""Detection datasets: records from any reader, images read, resized, flipped and normalized for the model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from detres.config import DatasetConfig, InputConfig
+from detres.data.coco import read_coco
+from detres.data.image_io import read_image_rgb
+from detres.data.imagenet_det import read_imagenet_det
+from detres.data.records import ClassMap, DetRecord
+from detres.data.transforms import normalize_to_tensor, resize_and_flip
+from detres.data.voc import read_voc
+from detres.errors import ConfigError, DataError
+
+log = logging.getLogger("detres.data")
+
+
+class DetectionDataset(Dataset):
+    """Item i -> (image [3, H, W] normalized, target dict(boxes, labels, ignore) in its pixels, meta dict).
+
+    meta: image_id, orig_size (h, w), scale (sy, sx) = resized / original, flipped, file. In training the
+    scale is drawn from `train_scales` and the flip from a generator seeded by (seed, epoch, index), so the
+    augmented stream is reproducible; an unreadable image is logged and replaced by the next one.
+    """
+
+    def __init__(self, *, records: list[DetRecord], class_map: ClassMap, input_cfg: InputConfig,
+                 pixel_mean: list[float], pixel_std: list[float], train: bool, seed: int = 0) -> None:
+        self.records = records
+        self.class_map = class_map
+        self.input_cfg = input_cfg
+        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def aspect_ratios(self) -> np.ndarray:
+        return np.array([r.width / r.height for r in self.records])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor], dict]:
+        if not self.train:
+            return self._load(index, np.random.default_rng(0))
+        for attempt in range(min(len(self), 10)):
+            i = (index + attempt) % len(self)
+            try:
+                return self._load(i, np.random.default_rng([self.seed, self.epoch, i]))
+            except DataError as exc:
+                log.warning("skipping unreadable training image: %s", exc)
+        raise DataError(f"10 consecutive training images around index {index} are unreadable; check the dataset")
+
+    def _load(self, index: int, rng: np.random.Generator) -> tuple[Tensor, dict[str, Tensor], dict]:
+        rec = self.records[index]
+        rgb = read_image_rgb(rec.image_path, max_pixels=self.input_cfg.max_pixels)
+        if rgb.shape[:2] != (rec.height, rec.width):
+            raise DataError(f"{rec.image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but its annotation says "
+                            f"{rec.width}x{rec.height}")
+        cfg = self.input_cfg
+        short = int(rng.choice(cfg.train_scales)) if self.train else cfg.test_scale
+        flip = bool(self.train and cfg.flip and rng.random() < 0.5)
+        image, boxes, labels, ignore, scale = resize_and_flip(rgb, rec.boxes, rec.labels, rec.ignore, short=short,
+                                                              max_size=cfg.max_size, flip=flip)
+        target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
+                  "ignore": torch.from_numpy(ignore)}
+        meta = {"image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": scale, "flipped": flip,
+                "file": rec.image_path}
+        return normalize_to_tensor(image, self.pixel_mean, self.pixel_std), target, meta
+
+
+def read_records(ds: DatasetConfig) -> tuple[list[DetRecord], ClassMap]:
+    """The records and class map of a dataset config, by its format."""
+    if ds.format == "coco":
+        if not ds.ann_file:
+            raise ConfigError("a coco dataset needs ann_file (data.train.ann_file / data.test.ann_file)")
+        return read_coco(ds.ann_file, ds.image_dir or ds.root)
+    if ds.format == "voc":
+        if not ds.sets:
+            raise ConfigError("a voc dataset needs sets, e.g. data.train.sets=['2007:trainval','2012:trainval']")
+        return read_voc(ds.root, ds.sets)
+    if ds.format == "imagenet_det":
+        return read_imagenet_det(ds.root, ds.split)
+    raise ConfigError(f"dataset format {ds.format!r} is not a detection format; use coco, voc or imagenet_det")
+
+
+def build_detection_dataset(ds: DatasetConfig, *, input_cfg: InputConfig, pixel_mean: list[float],
+                            pixel_std: list[float], train: bool, seed: int = 0) -> DetectionDataset:
+    """Dataset for training (images without usable boxes dropped; difficult boxes too unless use_difficult)
+    or for evaluation (every image kept)."""
+    records, class_map = read_records(ds)
+    if train:
+        if ds.use_difficult and ds.format == "voc":
+            records = [DetRecord(r.image_path, r.image_id, r.width, r.height, r.boxes, r.labels,
+                                 np.zeros_like(r.ignore)) for r in records]
+        records = [r for r in records if r.num_trainable > 0]
+    if not records:
+        where = ds.ann_file or ds.root
+        raise DataError(f"dataset {where} ({ds.format}) has no {'annotated ' if train else ''}images; "
+                        "check the paths and split in the config")
+    if not Path(records[0].image_path).parent.is_dir():
+        raise DataError(f"image folder not found: {Path(records[0].image_path).parent} "
+                        "(data.*.image_dir / data.*.root)")
+    return DetectionDataset(records=records, class_map=class_map, input_cfg=input_cfg, pixel_mean=pixel_mean,
+                            pixel_std=pixel_std, train=train, seed=seed)

@@ -1,0 +1,45 @@
+"""ImageNet DET (ILSVRC layout): VOC-style xml per image, 200 synsets named by wnid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from detres.data.records import ClassMap, DetRecord, clip_and_filter
+from detres.data.voc import parse_voc_xml
+from detres.errors import DataError
+
+
+def read_imagenet_det(root: str | Path, split: str) -> tuple[list[DetRecord], ClassMap]:
+    """Records of ROOT/ImageSets/DET/<split>.txt (first column: image path stem relative to Data/DET/<split
+    folder>) with xml in ROOT/Annotations/DET/; classes from ROOT/devkit/data/map_det.txt if present
+    (`wnid index name`), else the sorted wnids seen. ILSVRC xml boxes are 0-based pixel corners."""
+    root = Path(root)
+    listing = root / "ImageSets" / "DET" / f"{split}.txt"
+    if not listing.is_file():
+        raise DataError(f"ImageNet DET image set not found: {listing}")
+    stems = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    folder = "train" if split.startswith("train") else "val"
+    parsed = []
+    for stem in stems:
+        parsed.append((stem, *parse_voc_xml(root / "Annotations" / "DET" / folder / f"{stem}.xml")))
+    mapping = root / "devkit" / "data" / "map_det.txt"
+    if mapping.is_file():
+        rows = [line.split() for line in mapping.read_text().splitlines() if line.strip()]
+        wnids, names = [r[0] for r in rows], [" ".join(r[2:]) or r[0] for r in rows]
+    else:
+        wnids = sorted({o[0] for _, _, _, objs in parsed for o in objs})
+        names = list(wnids)
+    label_of = {w: i + 1 for i, w in enumerate(wnids)}
+    records = []
+    for index, (stem, width, height, objects) in enumerate(parsed):
+        unknown = [o[0] for o in objects if o[0] not in label_of]
+        if unknown:
+            raise DataError(f"{stem}.xml: unknown synset {unknown[0]!r} (not in {mapping})")
+        boxes, keep = clip_and_filter(np.array([o[1] for o in objects], np.float32), width, height)
+        records.append(DetRecord(image_path=str(root / "Data" / "DET" / folder / f"{stem}.JPEG"), image_id=index,
+                                 width=width, height=height, boxes=boxes[keep],
+                                 labels=np.array([label_of[o[0]] for o in objects], np.int64)[keep],
+                                 ignore=np.zeros(int(keep.sum()), bool)))
+    return records, ClassMap(names=names, dataset_ids=wnids)
