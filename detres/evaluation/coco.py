@@ -1,0 +1,68 @@
+"""COCO metrics through pycocotools' COCOeval, on COCO json ground truth or on records of any format."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detres.data.records import ClassMap, DetRecord
+
+STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+def category_ids(class_map: ClassMap) -> list[int]:
+    """The dataset's own integer category ids, or 1..C when its ids are names (VOC-style sets)."""
+    if all(isinstance(i, int) and not isinstance(i, bool) for i in class_map.dataset_ids):
+        return list(class_map.dataset_ids)
+    return list(range(1, len(class_map) + 1))
+
+
+def detections_to_coco_results(detections: dict[int, dict], class_map: ClassMap) -> list[dict]:
+    """{image_id: dict(boxes XYXY, scores, labels 1..C)} -> COCO results list (xywh, dataset category ids)."""
+    cat_of = category_ids(class_map)
+    results = []
+    for image_id, det in detections.items():
+        boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)
+        for (x1, y1, x2, y2), score, label in zip(boxes, det["scores"], det["labels"]):
+            results.append({"image_id": int(image_id), "category_id": cat_of[int(label) - 1],
+                            "bbox": [round(float(x1), 3), round(float(y1), 3), round(float(x2 - x1), 3),
+                                     round(float(y2 - y1), 3)], "score": round(float(score), 5)})
+    return results
+
+
+def coco_from_records(records: list[DetRecord], class_map: ClassMap) -> COCO:
+    """An in-memory COCO ground truth; ignore flags become iscrowd=1 (COCOeval's only way to ignore a gt)."""
+    cat_of = category_ids(class_map)
+    annotations = []
+    for rec in records:
+        for box, label, ignore in zip(rec.boxes, rec.labels, rec.ignore):
+            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+            annotations.append({"id": len(annotations) + 1, "image_id": rec.image_id,
+                                "category_id": cat_of[int(label) - 1], "bbox": [float(box[0]), float(box[1]), w, h],
+                                "area": w * h, "iscrowd": int(ignore)})
+    gt = COCO()
+    gt.dataset = {"images": [{"id": r.image_id, "width": r.width, "height": r.height} for r in records],
+                  "annotations": annotations,
+                  "categories": [{"id": i, "name": n} for i, n in zip(cat_of, class_map.names)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def evaluate_coco(gt: COCO, results: list[dict]) -> dict[str, float]:
+    """COCOeval bbox stats as coco/<name> in percent (all zero when there is no detection at all)."""
+    if not results:
+        return {f"coco/{name}": 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # COCOeval reports -1 where a size range has no ground truth: NaN says "not measured", not "zero"
+    stats = zip(STAT_NAMES, evaluator.stats)
+    return {f"coco/{name}": 100.0 * float(v) if v >= 0 else float("nan") for name, v in stats}
