@@ -129,7 +129,7 @@ def run_benchmark(opts: BenchOptions, *, log=print) -> dict[str, float]:
 
 # Output spreads of a trained detector, roughly: confident RPN and class logits (no near-ties that rounding
 # could reorder), small box deltas (in the coder's weighted units).
-CALIBRATION_STD = {"rpn_cls": 2.0, "rpn_box": 0.1, "cls_score": 2.0, "bbox_pred": 0.5}
+CALIBRATION_STD = {"rpn_cls": 1.0, "rpn_box": 0.1, "cls_score": 1.0, "bbox_pred": 0.5}
 
 
 def calibrate_benchmark_model(model: torch.nn.Module, images: list[torch.Tensor]) -> None:
