@@ -2,6 +2,7 @@
 the LOC error on GT class, and the R-CNN stage beats the RPN alone."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: the suite runs 2 workers on 2 cores
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
