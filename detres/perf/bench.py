@@ -63,7 +63,7 @@ def image_size(short: int, max_size: int) -> tuple[int, int]:
     return int(round(height)), int(round(width))
 
 
-def run_benchmark(opts: BenchOptions, *, log=print) -> dict[str, float]:
+def run_benchmark(opts: BenchOptions, *, log=None) -> dict[str, float]:
     """Agreement check, then detres and peer side by side; returns the flat dict tools/bench.py writes.
 
     Keys: detres/ and peer/ `infer_img_s` (batch 1), `infer_img_s_b<N>`, `train_it_s`, `peak_rss_mb`,
@@ -71,6 +71,7 @@ def run_benchmark(opts: BenchOptions, *, log=print) -> dict[str, float]:
     agree/ `max_score_diff`, `min_iou`, `matched_frac`, `optimized_max_score_diff`; machine/ `matmul_gflops`,
     `threads`; with --ablation `ablation/<variant>/infer_img_s_b<n>`; with --sweep `sweep/<what>_<value>/<side>_img_s`.
     """
+    log = log or _progress
     if opts.quick:
         opts = dataclasses.replace(opts, warmup=1, runs=2)
     torch.manual_seed(opts.seed)
@@ -202,6 +203,10 @@ def _derive(results: dict[str, float], batch: int) -> None:
     for name, key in (("infer", "infer_img_s"), (f"infer_b{batch}", f"infer_img_s_b{batch}"),
                       ("train", "train_it_s"), ("peak_rss", "peak_rss_mb"), ("train_peak_rss", "train_peak_rss_mb")):
         results[f"ratio/{name}"] = results[f"detres/{key}"] / results[f"peer/{key}"]
+
+
+def _progress(message: str) -> None:
+    print(message, flush=True)  # progress of a minutes-long run shows even when stdout is a file
 
 
 def _run_child(spec: ChildSpec, tmp: str) -> dict[str, float]:
