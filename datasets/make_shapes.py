@@ -8,6 +8,7 @@ Layout (images written once, both annotation formats describe the same boxes):
     OUT/VOCdevkit/VOC2007/ImageSets/Main/{train,val}.txt
     OUT/VOCdevkit/VOC2007/classes.txt                  class names in label order (non-VOC class list)
     OUT/coco/annotations/instances_{train,val}.json    COCO: bbox [x, y, w, h], non-contiguous category ids
+    OUT/coco/{train,val}/*.jpg                          hard links to the same image files
 Six shape classes of random colour (the shape, not the colour, tells the class), sizes from ~12 px to most of
 the image, aspect ratios 1:2 to 2:1, partial occlusion, textured cluttered backgrounds, ~8% empty images.
 """
@@ -114,7 +115,8 @@ def generate(out: str | os.PathLike, seed: int = 0, num_train: int = 500, num_va
     voc = out / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
-    (out / "coco" / "annotations").mkdir(parents=True, exist_ok=True)
+    for sub in ("annotations", "train", "val"):
+        (out / "coco" / sub).mkdir(parents=True, exist_ok=True)
     (voc / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
     rng = np.random.default_rng(seed)
     ann_id = 1
@@ -127,8 +129,11 @@ def generate(out: str | os.PathLike, seed: int = 0, num_train: int = 500, num_va
             height, width = (int(v) for v in rng.integers(min_size, max_size + 1, 2))
             image = background(rng, height, width)
             objects = place_objects(rng, image)
-            cv2.imwrite(str(voc / "JPEGImages" / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 92])
+            jpg = voc / "JPEGImages" / f"{name}.jpg"
+            cv2.imwrite(str(jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            link = out / "coco" / split / jpg.name
+            link.unlink(missing_ok=True)
+            os.link(jpg, link)
             (voc / "Annotations" / f"{name}.xml").write_text(voc_xml(name, width, height, objects))
             image_id = index + (1 if split == "train" else 1_000_001)
             coco["images"].append({"id": image_id, "file_name": f"{name}.jpg", "width": width, "height": height})

@@ -19,9 +19,11 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Start epoch `epoch`, leaving out its first `skip` batches (resuming mid-epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def _batches(self) -> list[list[int]]:
         order = np.arange(len(self.groups))
@@ -37,7 +39,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         if not self.drop_last:
             batches += [b for b in pending.values() if b]
         usable = len(batches) - len(batches) % self.world_size if self.drop_last else len(batches)
-        return batches[:usable][self.rank::self.world_size]
+        return batches[:usable][self.rank::self.world_size][self.skip:]
 
     def __iter__(self):
         return iter(self._batches())

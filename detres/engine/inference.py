@@ -1,0 +1,41 @@
+"""Running a detector over a loader and mapping its boxes back to the original images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from detres.engine import distributed as dist
+
+
+def to_original(det: dict[str, torch.Tensor], meta: dict) -> dict[str, np.ndarray]:
+    """Boxes in the resized input's pixels -> the original image's pixels (meta["scale"] = resized/original)."""
+    sy, sx = meta["scale"]
+    boxes = det["boxes"].float().cpu().numpy() / np.array([sx, sy, sx, sy], np.float32)
+    height, width = meta["orig_size"]
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    return {"boxes": boxes, "scores": det["scores"].float().cpu().numpy(),
+            "labels": det["labels"].cpu().numpy().astype(np.int64)}
+
+
+@torch.no_grad()
+def run_inference(model: nn.Module, loader, *, device: torch.device, progress: bool = True,
+                  autocast_dtype: torch.dtype | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """{image_id: dict(boxes [K,4] original-image XYXY, scores [K], labels [K])}; gathered on every process."""
+    model.eval()
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for images, _, metas in tqdm(loader, desc="inference", disable=not (progress and dist.is_main_process()),
+                                 leave=False):
+        images = [im.to(device) for im in images]
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs = model(images)
+        for det, meta in zip(outputs, metas):
+            results[meta["image_id"]] = to_original(det, meta)
+    if dist.world_size() > 1:
+        gathered: list = [None] * dist.world_size()
+        torch.distributed.all_gather_object(gathered, results)
+        results = {k: v for part in gathered for k, v in part.items()}
+    return results

@@ -1,0 +1,35 @@
+"""Building trained detectors back from checkpoints (tools: test, infer, ablation, benchmark)."""
+
+from __future__ import annotations
+
+import os
+
+from detres.config import Config, config_from_dict
+from detres.data.records import ClassMap
+from detres.engine.checkpoint import load_checkpoint
+from detres.errors import CheckpointError
+from detres.modeling.faster_rcnn import FasterRCNN, build_faster_rcnn
+
+
+def load_detector(path: str | os.PathLike, cfg: Config | None = None) -> tuple[FasterRCNN, ClassMap, Config]:
+    """(model in eval mode, class map, config) from a detection checkpoint.
+
+    The model is built from the checkpoint's own config (its architecture), with the test settings of `cfg`
+    when given, so a checkpoint always loads into the network that wrote it.
+    """
+    state = load_checkpoint(path)
+    missing = [k for k in ("model", "config", "class_map") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a detres detection checkpoint (missing {', '.join(missing)})")
+    stored = config_from_dict(state["config"])
+    if cfg is not None:
+        stored.test = cfg.test
+        stored.data = cfg.data
+        stored.model.roi_head.chunk_size = cfg.model.roi_head.chunk_size
+    stored.model.backbone.weights = ""  # the checkpoint holds every weight
+    model = build_faster_rcnn(stored)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model of its config: {str(exc)[:300]}") from None
+    return model.eval(), ClassMap.from_dict(state["class_map"]), stored

@@ -1,0 +1,32 @@
+"""Train a Faster R-CNN C4 detector.
+
+    python tools/train_det.py --cfg configs/coco_r101.yaml [--resume] [KEY=VALUE ...]
+    torchrun --nproc_per_node=N tools/train_det.py --cfg configs/coco_r101.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from detres.cli import run_main
+from detres.config import load_config
+from detres.engine.trainer import train_detector
+from detres.evaluation.metrics_file import format_metrics
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Train a Faster R-CNN C4 detector.")
+    parser.add_argument("--cfg", required=True, help="YAML config file")
+    parser.add_argument("--resume", action="store_true", help="continue the run in output.dir from its last checkpoint")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. solver.max_iter=1000")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    metrics = train_detector(load_config(args.cfg, args.overrides), resume=args.resume)
+    if metrics:
+        print(format_metrics(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
