@@ -26,7 +26,7 @@ def test_tools_train_rpn_then_rcnn_and_each_stage_lowers_the_gt_class_loc_error(
          "--num-val", "10")
     overrides = [f"data.train.root={data}", f"data.test.root={data}", f"output.dir={run}", "solver.max_iter=400",
                  "solver.steps=[300]", "solver.base_lr=0.05", "loc.rcnn_max_iter=200", "loc.rcnn_steps=[150]",
-                 "output.log_period=100"]
+                 "loc.rcnn_input_size=32", "output.log_period=100"]
     cfg = str(REPO / "configs" / "loc_demo.yaml")
     _run(str(REPO / "tools" / "train_loc.py"), "--cfg", cfg, "--stage", "rpn", *overrides)
     _run(str(REPO / "tools" / "train_loc.py"), "--cfg", cfg, "--stage", "rcnn", *overrides)
