@@ -19,7 +19,7 @@ from detres.data.detection import build_detection_dataset
 from detres.engine.distributed import resolve_device
 from detres.engine.inference import run_inference
 from detres.engine.loading import load_detector
-from detres.engine.trainer import test_loader
+from detres.engine.trainer import eval_loader
 from detres.evaluation.coco import detections_to_coco_results
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import format_metrics, write_metrics
@@ -42,7 +42,7 @@ def main() -> int:
                                       pixel_std=cfg.model.backbone.pixel_std, train=False)
     detector = Detector(models, inference_options(cfg))
     amp = torch.bfloat16 if cfg.solver.amp and device.type == "cpu" else None
-    detections = run_inference(detector, test_loader(cfg, dataset), device=device, autocast_dtype=amp)
+    detections = run_inference(detector, eval_loader(cfg, dataset), device=device, autocast_dtype=amp)
     metrics = evaluate_detections(dataset, detections, cfg.test.eval_metrics or default_metrics(cfg.data.test.format),
                                   cfg.data.test.ann_file if cfg.data.test.format == "coco" else None)
     print(format_metrics(metrics))

@@ -61,8 +61,11 @@ def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers
                                   group=aspect_ratio_grouping, seed=seed,
                                   rank=dist.rank() if distributed else 0,
                                   world_size=dist.world_size() if distributed else 1, drop_last=train)
+    # an own generator: creating an iterator draws a worker seed, which must not consume the global RNG that
+    # the RoI sampling uses (a resumed run would otherwise sample differently from an uninterrupted one)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_lists,
-                      persistent_workers=False, worker_init_fn=_seed_worker)
+                      persistent_workers=False, worker_init_fn=_seed_worker,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def _seed_worker(worker_id: int) -> None:

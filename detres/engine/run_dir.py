@@ -24,5 +24,7 @@ def prepare_run_dir(cfg: Config, resume: bool) -> Path | None:
         raise UserError(f"run folder {out} already holds checkpoints; pass --resume to continue it, "
                         "or choose another output.dir=... to start a new run")
     out.mkdir(parents=True, exist_ok=True)
+    for stray in out.glob(".*.tmp"):  # left by a process killed mid-write; the real files are intact
+        stray.unlink(missing_ok=True)
     save_config(cfg, out / "config.yaml")
     return last

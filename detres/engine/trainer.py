@@ -52,7 +52,7 @@ def build_datasets(cfg: Config) -> tuple[DetectionDataset, DetectionDataset]:
     return train, test
 
 
-def test_loader(cfg: Config, dataset: DetectionDataset, distributed: bool = False):
+def eval_loader(cfg: Config, dataset: DetectionDataset, distributed: bool = False):
     return build_detection_loader(dataset, batch_size=cfg.test.ims_per_batch, train=False,
                                   num_workers=cfg.data.num_workers, aspect_ratio_grouping=False, seed=cfg.seed,
                                   distributed=distributed)
@@ -77,13 +77,14 @@ def build_model_for_training(cfg: Config, train_set: DetectionDataset) -> Faster
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].astype(np.int64),
+    # tensors only: checkpoints are loaded with weights_only=True, which refuses numpy arrays
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
             "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"].astype(np.uint32), 624, 0, 0.0))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
     random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
 
 
@@ -250,7 +251,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Metrics of the current model on the test set (every process infers its shard; rank 0 scores)."""
-        detections = run_inference(self.model, test_loader(self.cfg, self.test_set, self.distributed),
+        detections = run_inference(self.model, eval_loader(self.cfg, self.test_set, self.distributed),
                                    device=self.device)
         self.model.train()
         if not self.main:
