@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -70,3 +71,4 @@ def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers
 
 def _seed_worker(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
+    cv2.setNumThreads(1)  # workers share the cores with the training process: no thread pools of their own
