@@ -55,10 +55,10 @@ def make_image(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     """One size x size RGB image with a single shape of class `kind`."""
     base = rng.integers(40, 200, 3)
     image = np.clip(base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(2, 6))):  # clutter: random lines
+    for _ in range(int(rng.integers(0, 3))):  # clutter: a few random lines
         p1, p2 = tuple(int(v) for v in rng.integers(0, size, 2)), tuple(int(v) for v in rng.integers(0, size, 2))
         cv2.line(image, p1, p2, tuple(int(v) for v in rng.integers(0, 255, 3)), 1)
-    r = rng.uniform(0.18, 0.4) * size
+    r = rng.uniform(0.25, 0.45) * size
     cx, cy = rng.uniform(r, size - r, 2)
     colour = tuple(int(v) for v in rng.integers(0, 255, 3))
     draw_shape(image, kind, cx, cy, r, rng.uniform(0, 2 * np.pi), colour)
