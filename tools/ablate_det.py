@@ -55,9 +55,9 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
     device = resolve_device(cfg.device)
-    base = load_detector(args.ckpt, cfg)[0].to(device)
-    ctx = load_detector(args.ckpt_context, cfg)[0].to(device) if args.ckpt_context else None
-    extra = [load_detector(p, cfg)[0].to(device) for p in args.extra_ckpt]
+    base = load_detector(args.ckpt, cfg, optimize=True)[0].to(device)
+    ctx = load_detector(args.ckpt_context, cfg, optimize=True)[0].to(device) if args.ckpt_context else None
+    extra = [load_detector(p, cfg, optimize=True)[0].to(device) for p in args.extra_ckpt]
     dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
                                       pixel_std=cfg.model.backbone.pixel_std, train=False)
     table = []

