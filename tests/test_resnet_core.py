@@ -138,3 +138,49 @@ def test_recompute_bn_stats_equals_hand_computed_population_statistics():
     assert torch.allclose(model.bn1.running_var, pixels.var(1, unbiased=False), rtol=1e-3)
     # a deep layer's statistics are those of its input under batch-normalized layers above it
     assert model.layer4[1].bn2.running_var.min() > 0
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_training_with_frozen_bn_folded_into_the_convs_equals_torchvision_values_and_gradients(depth):
+    # detres applies a frozen BN to the conv's weights in training (conv_bn); torchvision applies it to the output.
+    # float64, so that rounding cannot flip a ReLU or a max-pool choice and the comparison is of the functions.
+    ours = convert_to_frozen_bn(getattr(R, f"resnet{depth}")(width=16, num_classes=5)).double()
+    _randomize_frozen_bn(ours)
+    ref = _torchvision_like(depth, ours).double()
+    ref.load_state_dict(ours.state_dict())
+    ours.train(), ref.train()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    bn_calls = []
+    for m in ours.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.register_forward_hook(lambda *_: bn_calls.append(1))
+    out_ours, out_ref = ours(x), ref(x)
+    assert not bn_calls, "in training no frozen BN should run on an activation"
+    assert (out_ours - out_ref).abs().max().item() < 1e-9 * out_ref.abs().max().item()
+    out_ours.square().sum().backward()
+    out_ref.square().sum().backward()
+    grads = dict(ref.named_parameters())
+    for name, param in ours.named_parameters():
+        expected = grads[name].grad
+        assert (param.grad - expected).abs().max().item() <= 1e-9 * expected.abs().max().item(), name
+
+
+def _torchvision_like(depth: int, ours: nn.Module) -> nn.Module:
+    """torchvision's ResNet with FrozenBatchNorm2d and detres's width (its constructor fixes 64 channels)."""
+    from detres.perf.peer_resnet import torchvision_stage
+
+    ref = getattr(torchvision.models, f"resnet{depth}")(num_classes=5, norm_layer=FrozenBatchNorm2d)
+    ref.conv1, ref.bn1 = nn.Conv2d(3, ours.conv1.out_channels, 7, 2, 3, bias=False), FrozenBatchNorm2d(16)
+    for i in range(1, 5):
+        setattr(ref, f"layer{i}", torchvision_stage(getattr(ours, f"layer{i}")))
+    ref.fc = nn.Linear(ours.fc.in_features, 5)
+    return ref
+
+
+def _randomize_frozen_bn(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.2, 0.2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -27,6 +28,21 @@ def convert_to_frozen_bn(module: nn.Module) -> nn.Module:
         if new is not child:
             setattr(module, name, new)
     return module
+
+
+def conv_bn(conv: nn.Conv2d, bn: nn.Module, x: Tensor) -> Tensor:
+    """bn(conv(x)). In training, a FrozenBatchNorm2d is applied to the conv's weights instead of its output.
+
+    A frozen BN is a fixed per-channel affine map, so conv(x, W * scale) + shift is the same function with the same
+    gradient for W, but it skips three passes over the activation (forward multiply and add, backward multiply);
+    in eval mode the plain order keeps outputs bit-identical to torchvision's modules (inference folds BN anyway).
+    """
+    if not (conv.training and isinstance(bn, FrozenBatchNorm2d)):
+        return bn(conv(x))
+    scale, shift = _bn_scale_shift(bn)
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def freeze_stages(model: nn.Module, freeze_at: int) -> None:

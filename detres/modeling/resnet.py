@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from detres.config import BackboneConfig
 from detres.errors import ConfigError
+from detres.modeling.batchnorm import conv_bn
 
 # Table 1: blocks per stage for each depth, and whether the block is a bottleneck.
 IMAGENET_STAGES = {
@@ -43,13 +44,20 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, extra)) if extra > 0 else x
 
 
+class Projection(nn.Sequential):
+    """Options B/C: 1x1 conv + BN (torchvision's `downsample` keys `0.*` and `1.*`), through `conv_bn`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv_bn(self[0], self[1], x)
+
+
 def _shortcut(option: str, in_ch: int, out_ch: int, stride: int, plain: bool) -> nn.Module | None:
     """The `downsample` module of a block: None for an identity shortcut or a plain net."""
     if plain:
         return None
     changes = stride != 1 or in_ch != out_ch
     if option == "C" or (option == "B" and changes):
-        return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+        return Projection(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
     if option == "A" and changes:
         return ZeroPadShortcut(out_channels=out_ch, stride=stride)
     return None
@@ -73,8 +81,8 @@ class BasicBlock(nn.Module):
         self.plain = plain
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
         if not self.plain:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -101,9 +109,9 @@ class Bottleneck(nn.Module):
         self.plain = plain
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(conv_bn(self.conv1, self.bn1, x))
+        out = self.relu(conv_bn(self.conv2, self.bn2, out))
+        out = conv_bn(self.conv3, self.bn3, out)
         if not self.plain:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
@@ -158,7 +166,7 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Image [B,3,H,W] -> last stage's map [B, stage_channels[-1], H/32, W/32] (H/4 for CIFAR)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(conv_bn(self.conv1, self.bn1, x)))
         for stage in self.stages:
             x = stage(x)
         return x
@@ -221,8 +229,16 @@ def split_c4(model: ResNet) -> tuple[nn.Sequential, nn.Sequential]:
     """
     if model.cifar:
         raise ConfigError("the C4 split needs an ImageNet ResNet (four stages); got a CIFAR net")
-    trunk = nn.Sequential(OrderedDict(
+    trunk = C4Trunk(OrderedDict(
         conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool,
         layer1=model.layer1, layer2=model.layer2, layer3=model.layer3,
     ))
     return trunk, model.layer4
+
+
+class C4Trunk(nn.Sequential):
+    """conv1..conv4_x as a Sequential (torchvision's keys), with the stem's conv and BN through `conv_bn`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(conv_bn(self.conv1, self.bn1, x)))
+        return self.layer3(self.layer2(self.layer1(x)))

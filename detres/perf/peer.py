@@ -10,19 +10,21 @@ from torchvision.models.detection import FasterRCNN
 from detres.config import Config
 from detres.modeling.faster_rcnn import FasterRCNN as DetresFasterRCNN
 from detres.perf.peer_parts import PeerParts, PeerSettings, assemble_peer
+from detres.perf.peer_resnet import torchvision_stage, torchvision_trunk
 
 
 def build_peer(model: DetresFasterRCNN, cfg: Config) -> FasterRCNN:
-    """torchvision FasterRCNN (C4) with copies of `model`'s weights and the settings of `cfg`.
+    """torchvision FasterRCNN (C4) with copies of `model`'s weights and the settings of `cfg`; its ResNet is made
+    of torchvision's own blocks (detres.perf.peer_resnet), so no detres code runs inside the peer.
 
     model: detres's detector built from `cfg` (weights loaded or calibrated). The peer is in train mode like any
     new module; call `.eval()` for inference.
     """
     rpn, head = model.rpn, model.roi_head
     parts = PeerParts(
-        trunk=model.trunk,
+        trunk=torchvision_trunk(model.trunk),
         trunk_channels=rpn.head.conv.in_channels,
-        head=head.res5,
+        head=torchvision_stage(head.res5),
         head_channels=head.predictor.cls_score.in_features,
         rpn_conv=rpn.head.conv,
         rpn_cls=rpn.head.cls_logits,

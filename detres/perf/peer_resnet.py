@@ -1,0 +1,56 @@
+"""The peer's ResNet: detres's trunk and conv5_x rebuilt from torchvision's own blocks, with detres's weights.
+
+The peer must not run detres's code (its blocks fold frozen BN into the convs in training, for one): each stage
+is made of `torchvision.models.resnet.Bottleneck` / `BasicBlock` with `FrozenBatchNorm2d`, shaped like detres's
+block (widths included, so tiny test nets work) and loaded with its state dict (strict: same keys).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.ops import FrozenBatchNorm2d
+
+from detres.modeling import resnet as detres_resnet
+
+
+def torchvision_trunk(trunk: nn.Module) -> nn.Sequential:
+    """conv1..conv4_x of torchvision modules (a Sequential returning the stride-16 map) equal to detres's trunk."""
+    conv = trunk.conv1
+    stem_conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                          padding=conv.padding, bias=False)
+    stem_conv.load_state_dict(conv.state_dict())
+    stem_bn = FrozenBatchNorm2d(conv.out_channels)
+    stem_bn.load_state_dict(trunk.bn1.state_dict())
+    layers = OrderedDict(conv1=stem_conv, bn1=stem_bn, relu=nn.ReLU(inplace=True),
+                         maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    for name in ("layer1", "layer2", "layer3"):
+        layers[name] = torchvision_stage(getattr(trunk, name))
+    return nn.Sequential(layers)
+
+
+def torchvision_stage(stage: nn.Sequential) -> nn.Sequential:
+    """A stage of detres blocks (B/C shortcuts, stride on the 3x3) as torchvision blocks with the same weights."""
+    return nn.Sequential(*(_torchvision_block(block) for block in stage))
+
+
+def _torchvision_block(block: nn.Module) -> nn.Module:
+    if block.plain or isinstance(block.downsample, detres_resnet.ZeroPadShortcut):
+        raise ValueError("the torchvision peer needs projection (B/C) shortcuts; plain nets and option A have no "
+                         "torchvision block")
+    bottleneck = isinstance(block, detres_resnet.Bottleneck)
+    if bottleneck and block.conv1.stride != (1, 1):
+        raise ValueError("the torchvision peer needs the stride on the 3x3 conv (model.backbone.stride_in_1x1=false)")
+    downsample = None
+    if block.downsample is not None:
+        proj = block.downsample[0]
+        downsample = nn.Sequential(nn.Conv2d(proj.in_channels, proj.out_channels, 1, stride=proj.stride, bias=False),
+                                   FrozenBatchNorm2d(proj.out_channels))
+    cls = Bottleneck if bottleneck else BasicBlock
+    stride = block.conv2.stride[0] if bottleneck else block.conv1.stride[0]
+    peer = cls(block.conv1.in_channels, block.conv1.out_channels, stride=stride, downsample=downsample,
+               norm_layer=FrozenBatchNorm2d)
+    peer.load_state_dict(block.state_dict())  # strict: the same keys and shapes, or an error
+    return peer
