@@ -22,15 +22,18 @@ def category_ids(class_map: ClassMap) -> list[int]:
 
 
 def detections_to_coco_results(detections: dict[int, dict], class_map: ClassMap) -> list[dict]:
-    """{image_id: dict(boxes XYXY, scores, labels 1..C)} -> COCO results list (xywh, dataset category ids)."""
+    """{image_id: dict(boxes XYXY, scores, labels 1..C)} -> COCO results list (xywh, dataset category ids).
+
+    Values keep their full precision: a results file must give back the metrics of the detections it was written
+    from (tools/eval_det.py), and scores rounded to a few decimals tie detections that were ranked apart.
+    """
     cat_of = category_ids(class_map)
     results = []
     for image_id, det in detections.items():
-        boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)
+        boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)  # float32 -> float64 and x2 - x1: both exact
         for (x1, y1, x2, y2), score, label in zip(boxes, det["scores"], det["labels"]):
             results.append({"image_id": int(image_id), "category_id": cat_of[int(label) - 1],
-                            "bbox": [round(float(x1), 3), round(float(y1), 3), round(float(x2 - x1), 3),
-                                     round(float(y2 - y1), 3)], "score": round(float(score), 5)})
+                            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)})
     return results
 
 
