@@ -4,7 +4,8 @@
 
 Reads ROOT/ImageSets/DET/val.txt and the val xml, and writes val1.txt and val2.txt (and train_val1.txt =
 train.txt + val1.txt when train.txt exists) beside it. Balanced over classes: images are assigned class by class,
-rarest class first, alternating halves, so each synset's images are split about evenly. Reproducible from the seed.
+rarest class first, each to the half with fewer images of that class, so each synset's images are split about
+evenly. Reproducible from the seed.
 """
 
 from __future__ import annotations
@@ -19,23 +20,30 @@ from detres.data.voc import parse_voc_xml
 
 
 def split_val(stems: list[str], classes_of: dict[str, set[str]], seed: int) -> tuple[list[str], list[str]]:
-    """Class-balanced halves of `stems`; images without objects are split at random."""
+    """Class-balanced halves of `stems`; images without objects are split at random.
+
+    Classes are taken rarest first, each class's not yet placed images in a seeded random order, and each image goes
+    to the half holding fewer images of that class (then fewer images), so every class ends up split about evenly
+    even though images of several classes were already placed by rarer ones.
+    """
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[str]] = defaultdict(list)
     for stem in stems:
-        for wnid in classes_of.get(stem, ()):
+        for wnid in sorted(classes_of.get(stem, ())):
             by_class[wnid].append(stem)
     halves: tuple[list[str], list[str]] = ([], [])
+    per_class = [defaultdict(int), defaultdict(int)]  # images of each class in each half
     assigned: set[str] = set()
     for wnid in sorted(by_class, key=lambda w: (len(by_class[w]), w)):  # rarest class first
         pending = [s for s in by_class[wnid] if s not in assigned]
-        counts = [sum(1 for s in half if wnid in classes_of.get(s, ())) for half in halves]
-        start = int(np.argmin(counts))
-        for i, stem in enumerate(rng.permutation(pending)):
-            halves[(start + i) % 2].append(str(stem))
-            assigned.add(str(stem))
-    for i, stem in enumerate(rng.permutation([s for s in stems if s not in assigned])):
-        halves[i % 2].append(str(stem))
+        for stem in (str(s) for s in rng.permutation(pending)):
+            half = min((0, 1), key=lambda h: (per_class[h][wnid], len(halves[h]), h))
+            halves[half].append(stem)
+            assigned.add(stem)
+            for other in classes_of[stem]:
+                per_class[half][other] += 1
+    for stem in (str(s) for s in rng.permutation([s for s in stems if s not in assigned])):
+        halves[0 if len(halves[0]) <= len(halves[1]) else 1].append(stem)
     return sorted(halves[0]), sorted(halves[1])
 
 
@@ -52,7 +60,8 @@ def main() -> None:
     (sets / "val1.txt").write_text("".join(f"{s}\n" for s in val1))
     (sets / "val2.txt").write_text("".join(f"{s}\n" for s in val2))
     if (sets / "train.txt").is_file():
-        (sets / "train_val1.txt").write_text((sets / "train.txt").read_text() + "".join(f"{s}\n" for s in val1))
+        train = [line for line in (sets / "train.txt").read_text().splitlines() if line.strip()]
+        (sets / "train_val1.txt").write_text("".join(f"{s}\n" for s in train + val1))
     print(f"val1: {len(val1)} images, val2: {len(val2)} images in {sets}")
 
 

@@ -61,7 +61,6 @@ class RPNConfig:
     nms_thresh: float = 0.7
     min_box_size: float = 0.0
     smooth_l1_beta: float = 1.0 / 9.0
-    loss_weight: float = 1.0
 
 
 @dataclass
@@ -292,9 +291,12 @@ def _yaml_chain(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, dict]]:
         chain = " -> ".join(str(p) for p in (*seen, resolved))
         raise ConfigError(f"_base_ cycle in config files: {chain}; remove one of the _base_ links")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); is it a config?") \
+            from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop(BASE_KEY, [])

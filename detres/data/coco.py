@@ -16,6 +16,8 @@ log = logging.getLogger("detres.data")
 
 
 def _require(entry: dict, keys: dict[str, tuple], where: str) -> None:
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: must be a json object with keys {', '.join(keys)}, got {entry!r}")
     for key, types in keys.items():
         if key not in entry:
             raise DataError(f"{where}: missing key '{key}'")
@@ -49,8 +51,12 @@ def load_coco_json(ann_file: str | Path) -> dict:
         if img["id"] in seen:
             raise DataError(f"{path}: duplicate image id {img['id']} (images[{i}]); image ids must be unique")
         seen.add(img["id"])
+    category_ids: set[int] = set()
     for i, cat in enumerate(data["categories"]):
         _require(cat, {"id": (int,), "name": (str,)}, f"{path}: categories[{i}]")
+        if cat["id"] in category_ids:
+            raise DataError(f"{path}: duplicate category id {cat['id']} (categories[{i}]); category ids must be unique")
+        category_ids.add(cat["id"])
     return data
 
 
@@ -69,6 +75,8 @@ def read_coco(ann_file: str | Path, image_dir: str | Path) -> tuple[list[DetReco
             raise DataError(f"{where}: image_id {ann['image_id']} points to no image in 'images'")
         if ann["category_id"] not in label_of:
             raise DataError(f"{where}: category_id {ann['category_id']} is not in 'categories'")
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise DataError(f"{where}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}")
         bbox = ann["bbox"]
         if len(bbox) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
             raise DataError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")

@@ -34,13 +34,31 @@ def _header(path: Path, max_pixels: int) -> tuple[int, int, int, str]:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as img:
-                orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
-                return img.width, img.height, int(orientation or 1), img.mode
+                if img.width * img.height > max_pixels:
+                    return img.width, img.height, 1, img.mode  # refused by the caller, nothing decoded
+                return img.width, img.height, _orientation(img), img.mode
         except Image.DecompressionBombError:
             raise DataError(f"{path}: the header claims a decompression-bomb size; refused (pixel limit "
                             f"{max_pixels}, data.input.max_pixels)") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return 0, 0, 1, ""  # Pillow cannot read it: let OpenCV try (and report the failure if it fails too)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright) without decoding pixels.
+
+    Pillow's getexif() on a PNG loads the whole image to look for an eXIf chunk after the pixel data; only a chunk
+    before them (already in `img.info`) is read here, so a PNG is decoded once, by OpenCV.
+    """
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+    else:
+        exif = img.getexif()
+    return int(exif.get(0x0112, 1) or 1)
 
 
 def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:

@@ -44,6 +44,8 @@ def parse_voc_xml(path: Path) -> tuple[int, int, list[tuple[str, list[float], bo
     except (AttributeError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: missing or non-numeric field (size/width/height, object/name, bndbox/xmin..): "
                         f"{exc}") from None
+    if width <= 0 or height <= 0:
+        raise DataError(f"{path}: <size> says {width}x{height}; write the image's real width and height there")
     return width, height, objects
 
 
@@ -57,13 +59,15 @@ def voc_class_names(year_dir: Path) -> list[str]:
 
 def read_voc(root: str | Path, sets: list[str], *, class_names: list[str] | None = None,
              image_id_start: int = 0) -> tuple[list[DetRecord], ClassMap]:
-    """Records for `sets` like ["2007:trainval", "2012:trainval"] under a VOCdevkit root.
+    """Records for `sets` like ["2007:trainval", "2012:trainval"] under a VOCdevkit root: their union, each image
+    once even when sets overlap ("2007:train" with "2007:trainval").
 
     VOC pixels are 1-based and inclusive: XYXY = (xmin - 1, ymin - 1, xmax, ymax). Image ids are the running
     index of the image over the sets (VOC has none of its own).
     """
     root = Path(root)
     records: list[DetRecord] = []
+    seen: set[tuple[str, str]] = set()
     names = class_names
     dropped = 0
     for entry in sets:
@@ -77,6 +81,9 @@ def read_voc(root: str | Path, sets: list[str], *, class_names: list[str] | None
         if not listing.is_file():
             raise DataError(f"VOC image set not found: {listing}")
         for stem in (line.split()[0] for line in listing.read_text().splitlines() if line.strip()):
+            if (year, stem) in seen:
+                continue  # a union: an image listed by two sets is one image, with one id
+            seen.add((year, stem))
             xml = year_dir / "Annotations" / f"{stem}.xml"
             width, height, objects = parse_voc_xml(xml)
             unknown = [o[0] for o in objects if o[0] not in label_of]
