@@ -6,13 +6,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import re
+import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -22,10 +27,12 @@ from detres.data.image_io import read_image_rgb
 from detres.data.transforms import prepare_image
 from detres.engine.distributed import resolve_device
 from detres.engine.loading import load_detector
+from detres.engine.soak import MemoryTrace
 from detres.errors import DataError, UserError
 from detres.vis import draw_detections
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_STEM = 150  # characters of an output name taken from the input path (file names end at 255 bytes)
 log = logging.getLogger("detres.infer")
 
 
@@ -33,10 +40,62 @@ def find_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
 
 
-def safe_output_name(relative: Path) -> str:
-    """A flat file name inside the output folder for an input's relative path (no separators, no '..')."""
-    name = "__".join(relative.with_suffix("").parts)
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "image"
+def _sanitize(text: str) -> str:
+    """Only [A-Za-z0-9._-], no leading dot (no hidden files, no '..'), at most MAX_STEM characters."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".")[:MAX_STEM] or "image"
+
+
+def _candidate(relative: Path, level: int) -> str:
+    """The output stem of an input at a disambiguation level: 0 the flattened path without its extension,
+    1 plus the extension, 2 plus a hash of the whole relative path (distinct for distinct inputs)."""
+    stem = _sanitize("__".join(relative.with_suffix("").parts))
+    if level == 0:
+        return stem
+    stem = f"{stem}_{_sanitize(relative.suffix.lstrip('.'))}"
+    if level == 1:
+        return stem
+    return f"{stem}_{hashlib.sha1(relative.as_posix().encode('utf-8', 'surrogateescape')).hexdigest()[:12]}"
+
+
+def output_names(relatives: list[Path]) -> dict[Path, str]:
+    """A distinct flat, sanitized `.jpg` file name in the output folder for each input's relative path.
+
+    A name is the path's parts joined by '__' with every other character than [A-Za-z0-9._-] replaced, so it
+    can hold no separator and no '..'. Inputs whose names would clash (x.png and x.jpg, a/b.jpg and a__b.jpg,
+    X.jpg and x.jpg on a case-insensitive disk) all keep their extension, then all add a hash of their path,
+    so no output overwrites another and the same folder always gets the same names, whatever the order.
+    """
+    level = dict.fromkeys(relatives, 0)
+    while True:
+        names = {rel: _candidate(rel, level[rel]) for rel in relatives}
+        groups: dict[str, list[Path]] = defaultdict(list)
+        for rel, name in names.items():
+            groups[name.casefold()].append(rel)
+        clashes = [rels for rels in groups.values() if len(rels) > 1]
+        if not clashes:
+            return {rel: f"{name}.jpg" for rel, name in names.items()}
+        for rels in clashes:
+            if all(level[rel] == 2 for rel in rels):  # equal hashes of different paths: never seen in practice
+                raise UserError(f"cannot give distinct output names to {', '.join(map(str, rels))}; rename one")
+            for rel in rels:
+                level[rel] = min(level[rel] + 1, 2)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write through a new temporary file and a rename: never half a file under the real name, and a symlink
+    already at `path` is replaced, not followed out of the output folder (the temporary file is created
+    exclusively, so no planted link is followed either). UserError on a failing disk, no temporary file left."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"could not write {path}: {exc.strerror or exc}; check free disk space and the "
+                        "permissions of --output") from None
 
 
 def check_folders(input_dir: Path, output_dir: Path) -> None:
@@ -46,6 +105,59 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
     if dst == src or src in dst.parents:
         raise UserError(f"--output {output_dir} is inside --input {input_dir}; choose a folder outside it "
                         "(detres never writes into the input folder)")
+
+
+def detect_one(model, rgb: np.ndarray, cfg, device: torch.device, score_thr: float) -> tuple[np.ndarray, ...]:
+    """(boxes [K, 4] XYXY in the image's pixels, scores [K], labels [K]) of the detections above `score_thr`."""
+    tensor, factor = prepare_image(rgb, short=cfg.data.input.test_scale, max_size=cfg.data.input.max_size,
+                                   pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std)
+    with torch.no_grad():
+        det = model([tensor.to(device)])[0]
+    keep = det["scores"] >= score_thr
+    boxes = (det["boxes"][keep] / factor).cpu().numpy()
+    return boxes, det["scores"][keep].cpu().numpy(), det["labels"][keep].cpu().numpy()
+
+
+def _as_json(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_map) -> list[dict]:
+    return [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
+             "label": class_map.name_of(int(label))} for box, score, label in zip(boxes, scores, labels)]
+
+
+def infer_folder(model, class_map, cfg, device: torch.device, input_dir: Path, output_dir: Path,
+                 score_thr: float) -> dict:
+    """Detect, draw and write every image under `input_dir`; return the json report.
+
+    Unreadable images are logged and listed under "failed". Resident memory is recorded after the first tenth
+    of the images (allocator and caches warmed up) and at the end, so a leak shows as "memory.growth_percent".
+    """
+    images = find_images(input_dir)
+    if not images:
+        raise UserError(f"no images ({', '.join(sorted(EXTENSIONS))}) under {input_dir}")
+    relatives = [path.relative_to(input_dir) for path in images]
+    names = output_names(relatives)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trace = MemoryTrace(baseline_step=max(1, len(images) // 10))
+    results, failed, tic = {}, [], time.perf_counter()
+    for count, (path, relative) in enumerate(tqdm(list(zip(images, relatives)), desc="infer"), start=1):
+        try:
+            rgb = read_image_rgb(path, max_pixels=cfg.data.input.max_pixels)
+        except DataError as exc:
+            failed.append(str(relative))
+            log.warning("skipped: %s", exc)
+        else:
+            boxes, scores, labels = detect_one(model, rgb, cfg, device, score_thr)
+            drawn = draw_detections(rgb, boxes, scores, labels, class_map.names)
+            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise UserError(f"OpenCV could not encode the drawing of {path} as JPEG")
+            write_file_atomic(output_dir / names[relative], jpeg.tobytes())
+            results[str(relative)] = _as_json(boxes, scores, labels, class_map)
+        trace.record(count)
+    elapsed = time.perf_counter() - tic
+    return {"detections": results, "failed": failed,
+            "outputs": {str(rel): names[rel] for rel in relatives if str(rel) in results},
+            "images_per_second": len(results) / max(elapsed, 1e-9), "seconds": round(elapsed, 3),
+            "memory": trace.report()}
 
 
 def main() -> int:
@@ -63,37 +175,13 @@ def main() -> int:
     device = resolve_device(cfg.device)
     model, class_map, _ = load_detector(args.ckpt, cfg, optimize=True)
     model.to(device)
-    images = find_images(args.input)
-    if not images:
-        raise UserError(f"no images ({', '.join(sorted(EXTENSIONS))}) under {args.input}")
-    args.output.mkdir(parents=True, exist_ok=True)
-    results, failed, tic = {}, [], time.perf_counter()
-    for path in tqdm(images, desc="infer"):
-        relative = path.relative_to(args.input)
-        try:
-            rgb = read_image_rgb(path, max_pixels=cfg.data.input.max_pixels)
-        except DataError as exc:
-            failed.append(str(relative))
-            log.warning("skipped: %s", exc)
-            continue
-        tensor, factor = prepare_image(rgb, short=cfg.data.input.test_scale, max_size=cfg.data.input.max_size,
-                                       pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std)
-        with torch.no_grad():
-            det = model([tensor.to(device)])[0]
-        keep = det["scores"] >= args.score_thr
-        boxes = (det["boxes"][keep] / factor).cpu().numpy()
-        scores, labels = det["scores"][keep].cpu().numpy(), det["labels"][keep].cpu().numpy()
-        drawn = draw_detections(rgb, boxes, scores, labels, class_map.names)
-        cv2.imwrite(str(args.output / f"{safe_output_name(relative)}.jpg"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-        results[str(relative)] = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4),
-                                   "label": class_map.name_of(int(lab))} for b, s, lab in zip(boxes, scores, labels)]
-    elapsed = time.perf_counter() - tic
-    report = {"detections": results, "failed": failed, "images_per_second": len(results) / max(elapsed, 1e-9)}
-    tmp = args.output / ".detections.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(args.output / "detections.json")
-    print(f"{len(results)} images in {elapsed:.1f}s ({report['images_per_second']:.2f} images/s), "
-          f"{len(failed)} unreadable skipped; results in {args.output}")
+    report = infer_folder(model, class_map, cfg, device, args.input, args.output, args.score_thr)
+    write_file_atomic(args.output / "detections.json", json.dumps(report, indent=1).encode())
+    memory = report["memory"]
+    print(f"{len(report['detections'])} images in {report['seconds']:.1f}s ({report['images_per_second']:.2f} "
+          f"images/s), {len(report['failed'])} unreadable skipped; memory {memory['baseline_rss_mib']} MiB after "
+          f"{memory['baseline_step']} images, {memory['final_rss_mib']} MiB after {memory['final_step']} images "
+          f"({memory['growth_percent']:+.1f}%), peak {memory['peak_rss_mib']} MiB; results in {args.output}")
     return 0
 
 

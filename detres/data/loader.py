@@ -1,6 +1,16 @@
-"""Detection loader: aspect-ratio-grouped batches, sharded across torchrun processes, reproducible per epoch."""
+"""Detection loader: aspect-ratio-grouped batches, sharded across torchrun processes, reproducible per epoch.
+
+Failures in worker processes come back as one clear error raised where the batch is requested: an unreadable
+image is already replaced by the dataset (and logged by the worker); a UserError raised in a worker keeps its
+own message (PyTorch would prefix the worker's whole traceback); a worker that dies (killed by the
+out-of-memory killer, or crashed in native code) becomes a LoaderWorkerError that says what to do.
+"""
 
 from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -8,6 +18,16 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from detres.engine import distributed as dist
+from detres.errors import UserError
+
+# what PyTorch's dead-worker RuntimeErrors say (torch/utils/data/dataloader.py, _utils/signal_handling.py)
+_WORKER_DEATH_MARKERS = ("DataLoader worker (pid", "DataLoader timed out")
+_deferred_failures: list[str] = []  # dead-worker reports caught in the SIGCHLD handler, raised at the next batch
+_deferring = False
+
+
+class LoaderWorkerError(UserError):
+    """A data loader worker process died; the batches it was preparing are lost."""
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -55,6 +75,91 @@ def collate_lists(batch):
     return list(images), list(targets), list(metas)
 
 
+class DetectionLoader(DataLoader):
+    """A DataLoader whose worker failures surface as clear errors at the batch request (see the module doc)."""
+
+    def __iter__(self) -> Iterator:
+        _deferred_failures.clear()  # reports about earlier loaders' workers: those loaders raise their own
+        batches = super().__iter__()
+        if self.num_workers > 0:
+            _defer_worker_failure_reports()
+        while True:
+            _raise_deferred_failure()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                if not any(marker in str(exc) for marker in _WORKER_DEATH_MARKERS):
+                    raise
+                raise _worker_died(str(exc)) from None
+            except UserError as exc:
+                clean = _unwrapped(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
+            yield batch
+
+
+def _worker_died(report: str) -> LoaderWorkerError:
+    """The error for a dead worker; PyTorch's own report (exit code or signal) is kept, its advice replaced."""
+    detail = (_deferred_failures[0] if _deferred_failures else report).split(". ")[0].rstrip(".")
+    _deferred_failures.clear()
+    return LoaderWorkerError(
+        f"a data loader worker process died ({detail}). Usual causes: the out-of-memory killer (lower "
+        "data.num_workers or solver.ims_per_batch) or a crash inside an image decoder on a corrupt file (set "
+        "data.num_workers=0 to see which file). A training run continues from its last checkpoint with --resume")
+
+
+def _raise_deferred_failure() -> None:
+    if _deferred_failures:
+        raise _worker_died(_deferred_failures[0])
+
+
+def _unwrapped(exc: UserError) -> UserError:
+    """A UserError re-raised by PyTorch from a worker, with its original message instead of the worker's traceback.
+
+    PyTorch rebuilds the exception as type(exc)("Caught X in DataLoader worker process N. Original Traceback
+    ... module.X: <message>"); the original message follows the last "module.X: " of that text.
+    """
+    text = str(exc)
+    kind = type(exc)
+    marker = f"{kind.__module__}.{kind.__qualname__}: "
+    if not text.startswith("Caught ") or marker not in text:
+        return exc
+    message = text.rsplit(marker, 1)[1].rstrip("\n")
+    try:
+        return kind(message)
+    except TypeError:  # a subclass with another constructor: keep the message, lose the subclass
+        return UserError(message)
+
+
+def _defer_worker_failure_reports() -> None:
+    """Let a dead worker be reported by the next batch request instead of wherever the main process happens to be.
+
+    PyTorch raises its dead-worker RuntimeError from inside its SIGCHLD handler, that is in the middle of any
+    code the main process runs (a forward pass, a checkpoint write), where it cannot be told from a bug. Wrapped,
+    the handler keeps PyTorch's report and DetectionLoader raises it, named, at the next batch; a loader also
+    finds a dead worker on its own within seconds while it waits for data. Installed once, from the main
+    thread, after PyTorch installed its own handler.
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGCHLD"):
+        return
+    torch_handler = signal.getsignal(signal.SIGCHLD)
+    if not callable(torch_handler):
+        return
+
+    def handler(signum, frame) -> None:
+        try:
+            torch_handler(signum, frame)
+        except RuntimeError as exc:
+            _deferred_failures.append(str(exc))
+
+    signal.signal(signal.SIGCHLD, handler)
+    _deferring = True
+
+
 def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers: int, aspect_ratio_grouping: bool,
                            seed: int, distributed: bool) -> DataLoader:
     """Loader of (images, targets, metas) lists; `batch_size` is per process."""
@@ -64,9 +169,9 @@ def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers
                                   world_size=dist.world_size() if distributed else 1, drop_last=train)
     # an own generator: creating an iterator draws a worker seed, which must not consume the global RNG that
     # the RoI sampling uses (a resumed run would otherwise sample differently from an uninterrupted one)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_lists,
-                      persistent_workers=False, worker_init_fn=_seed_worker,
-                      generator=torch.Generator().manual_seed(seed))
+    return DetectionLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_lists,
+                           persistent_workers=False, worker_init_fn=_seed_worker,
+                           generator=torch.Generator().manual_seed(seed))
 
 
 def _seed_worker(worker_id: int) -> None:
