@@ -7,6 +7,7 @@ the nearest valid key. `build_*` functions elsewhere are the only readers of a `
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -274,10 +275,28 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
 
 
+# Keys that older detres versions wrote into checkpoints and that no longer exist (they had no effect).
+RETIRED_KEYS = ("model.rpn.loss_weight",)
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Inverse of `config_to_dict`, with the same key and type checks as a YAML file."""
+    """Inverse of `config_to_dict`, with the same key and type checks as a YAML file; a checkpoint written by an
+    older version loads, its retired keys left out."""
+    data = _without_retired(data)
     _check_keys(data, Config, where="stored config")
     return OmegaConf.to_object(_merge(OmegaConf.structured(Config), data, where="stored config"))
+
+
+def _without_retired(data: dict[str, Any]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for dotted in RETIRED_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return data
 
 
 def _yaml_chain(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, dict]]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from detres.config import config_from_dict, config_to_dict, load_config, save_config
+from detres.config import config_from_dict, config_to_dict, default_config, load_config, save_config
 from detres.errors import ConfigError
 
 
@@ -65,3 +65,12 @@ def test_round_trip_through_checkpoint_dict_and_yaml(tmp_path):
     assert config_from_dict(config_to_dict(cfg)) == cfg
     save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_a_checkpoint_config_with_a_retired_key_still_loads():
+    stored = config_to_dict(default_config())
+    stored["model"]["rpn"]["loss_weight"] = 1.0  # written by an older detres
+    assert config_from_dict(stored).model.rpn.nms_thresh == 0.7
+    stored["model"]["rpn"]["no_such_key"] = 1.0  # anything else unknown is still an error
+    with pytest.raises(ConfigError, match="no_such_key"):
+        config_from_dict(stored)
