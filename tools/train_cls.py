@@ -8,10 +8,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 from detres.cli import run_main
-from detres.config import load_config
+from detres.config import Config, load_config
 from detres.engine.cls_trainer import train_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def generate_demo_data(cfg: Config) -> None:
+    """Demo only (data.generate_demo set): write the synthetic set into data.train.root on first use."""
+    root = Path(cfg.data.train.root)
+    if not cfg.data.generate_demo or root.exists():
+        return
+    print(f"generating the synthetic classification set in {root} ...")
+    subprocess.run([sys.executable, str(REPO / cfg.data.generate_demo), "--out", str(root), "--seed", str(cfg.seed)],
+                   check=True)
 
 
 def main() -> int:
@@ -22,6 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.cfg, args.overrides)
+    generate_demo_data(cfg)
     metrics = train_classifier(cfg, resume=args.resume)
     print(f"top-1 error {metrics.get('cls/top1_err', float('nan')):.2f}%  "
           f"top-5 error {metrics.get('cls/top5_err', float('nan')):.2f}%  ({cfg.output.dir})")

@@ -98,13 +98,20 @@ class Cifar10Dataset(SeededAugmentation, Dataset):
 
 def _read_cifar_batch(path: Path) -> dict:
     """CIFAR-10 ships as Python pickles; there is no other format of it. We unpickle only files named as the
-    dataset names them, refuse any class other than dict/bytes/list/ndarray, and check the layout."""
+    dataset names them, refuse any class other than dict/bytes/list/ndarray, and check the layout.
+
+    The real files are Python 2 pickles; the same dicts pickled again by Python 3 (a subset, a copy) load too:
+    protocol 2 writes bytes through `_codecs.encode`, protocol 5 writes arrays through `numeric._frombuffer`;
+    both only build data.
+    """
     if not path.is_file():
         raise DataError(f"CIFAR-10 file not found: {path} (expected the cifar-10-batches-py folder)")
 
     class _Restricted(pickle.Unpickler):
         ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
-                   ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar")}
+                   ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                   ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                   ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
 
         def find_class(self, module, name):
             if (module, name) in self.ALLOWED:
