@@ -154,6 +154,7 @@ class SolverConfig:
     amp: bool = False  # autocast: float16 on CUDA, bfloat16 on CPU
     nan_policy: str = "stop"  # stop | skip: a non-finite loss stops training, or the step is skipped
     clip_grad_norm: float = 0.0
+    channels_last: bool = True  # train with NHWC weights and activations (oneDNN/cuDNN's native layout; faster)
 
 
 @dataclass

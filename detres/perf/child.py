@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from detres.config import Config, load_config
+from detres.engine.trainer import training_layout
 from detres.modeling.fast_inference import optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.measure import alternating_medians, flops_of, peak_rss_of, training_step
@@ -83,7 +84,7 @@ def _memory(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[di
     result.update(_inference_memory_and_flops(_predictor(_model(spec, cfg, variant.side, device), variant), images))
     gc.collect()  # the inference model is gone before the training one is built
     if spec.train:
-        step = training_step(_model(spec, cfg, variant.side, device), images[:spec.train_batch],
+        step = training_step(_training_model(spec, cfg, variant.side, device), images[:spec.train_batch],
                              targets[:spec.train_batch], device=device)
         result["train_peak_rss_mb"] = peak_rss_of(step)
     return {f"{variant.name}/{k}": v for k, v in result.items()}
@@ -106,9 +107,9 @@ def _timing(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[di
     del predictors, calls
     gc.collect()
     if spec.train:
-        # Training compares the models as they train: detres's plain model (optimizations are inference-only).
+        # Training compares the models as they train: detres as its Trainer runs it (training_layout), the peer as is.
         sides = {v.name: v.side for v in spec.variants if v.name in ("detres", "peer")}
-        steps = {name: training_step(_model(spec, cfg, side, device), images[:spec.train_batch],
+        steps = {name: training_step(_training_model(spec, cfg, side, device), images[:spec.train_batch],
                                      targets[:spec.train_batch], device=device) for name, side in sides.items()}
         medians = alternating_medians(steps, device=device, warmup=spec.warmup + 1, runs=spec.runs)
         result.update({f"{name}/train_it_s": 1.0 / s for name, s in medians.items()})
@@ -124,6 +125,12 @@ def _model(spec: ChildSpec, cfg: Config, side: str, device: torch.device) -> nn.
         gc.collect()
         return peer.to(device)
     return detres_model.to(device)
+
+
+def _training_model(spec: ChildSpec, cfg: Config, side: str, device: torch.device) -> nn.Module:
+    """A side as it trains: detres in its training layout (channels-last unless solver.channels_last=false)."""
+    model = _model(spec, cfg, side, device)
+    return training_layout(model, cfg) if side == "detres" else model
 
 
 def _predictor(model: nn.Module, variant: Variant):
