@@ -42,6 +42,9 @@ def test_scale_selection_by_hand():
     side = 224 / math.sqrt(2)
     k1, _ = select_scale_pairs(torch.tensor([[0.0, 0.0, side, side]]), [1.0, 2.0])
     assert k1.item() == 1
+    # another pre-training crop (a demo net pre-trained at 56 px): the same rule around 56, i.e. a quarter of 224
+    k1, k2 = select_scale_pairs(boxes / 4, factors, target=56.0)
+    assert k1.tolist() == [2, 1, 1, 0, 1] and k2.tolist() == [1, 0, 2, 1, 2]
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ class InferenceOptions:
     multiscale: bool = False
     pyramid_scales: tuple[int, ...] = (200, 400, 600, 800, 1000)
     max_ratio: float = 1000 / 600  # longer side cap / shorter side of training
+    target_side: float = 224.0  # the pre-training crop (data.input.crop_size): the RoI size conv5_x suits best
 
 
 def inference_options(cfg: Config) -> InferenceOptions:
@@ -36,7 +37,8 @@ def inference_options(cfg: Config) -> InferenceOptions:
     return InferenceOptions(box_refine=t.box_refine, box_vote=t.box_vote, box_vote_iou=t.box_vote_iou,
                            refine_nms_thresh=t.refine_nms_thresh, multiscale=t.multiscale,
                            pyramid_scales=tuple(sorted(t.pyramid_scales)),
-                           max_ratio=cfg.data.input.max_size / cfg.data.input.test_scale)
+                           max_ratio=cfg.data.input.max_size / cfg.data.input.test_scale,
+                           target_side=float(cfg.data.input.crop_size))
 
 
 class _ModelView:
@@ -69,7 +71,7 @@ class _ModelView:
         factors, maps = self.levels[index]
         if len(boxes) == 0:
             return head.roi_features(maps[0], [boxes])
-        k1, k2 = select_scale_pairs(boxes, factors)
+        k1, k2 = select_scale_pairs(boxes, factors, self.options.target_side)
         merged: list[Tensor | None] = [None, None]
         for level, (factor, fmap) in enumerate(zip(factors, maps)):
             for slot, chosen in enumerate((k1, k2)):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-TARGET_SIDE = 224.0  # the pre-training crop size: conv5_x works best on RoIs of about 224 x 224 pixels
+TARGET_SIDE = 224.0  # ImageNet's pre-training crop: conv5_x works best on RoIs of about the size it was trained on
 
 
 def pyramid_factors(image_size: tuple[int, int], pyramid: list[int], max_ratio: float) -> list[float]:
@@ -18,22 +18,22 @@ def pyramid_factors(image_size: tuple[int, int], pyramid: list[int], max_ratio: 
     return [min(s / short, s * max_ratio / long) for s in pyramid]
 
 
-def select_scale_pairs(boxes: Tensor, factors: list[float]) -> tuple[Tensor, Tensor]:
+def select_scale_pairs(boxes: Tensor, factors: list[float], target: float = TARGET_SIDE) -> tuple[Tensor, Tensor]:
     """For each RoI [N, 4] (input pixels), the indices (k1, k2) of two adjacent pyramid levels.
 
-    Rule: k1 is the level where the RoI's side sqrt(w*h) is closest to 224 in log scale (|log(side/224)|; ties
-    to the larger level). k2 is its neighbour on the side where the RoI is farther from 224: the next larger
-    level if the RoI is smaller than 224 at k1 (or exactly 224), the next smaller level if larger. At an end of
-    the pyramid the only neighbour is used; with one level, k1 = k2.
-    Factors must be increasing.
+    Rule (target = the pre-training crop side, 224 for ImageNet): k1 is the level where the RoI's side
+    sqrt(w*h) is closest to the target in log scale (|log(side/target)|; ties to the larger level). k2 is its
+    neighbour on the side where the RoI is farther from the target: the next larger level if the RoI is smaller
+    than the target at k1 (or exactly its size), the next smaller level if larger. At an end of the pyramid the
+    only neighbour is used; with one level, k1 = k2. Factors must be increasing.
     """
     side = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3).mul((boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)).sqrt()
     f = torch.as_tensor(factors, dtype=side.dtype, device=side.device)
-    dist = (torch.log(side[:, None] * f[None, :]) - math.log(TARGET_SIDE)).abs()
+    dist = (torch.log(side[:, None] * f[None, :]) - math.log(target)).abs()
     levels = len(factors)
     # ties (to rounding) go to the larger level: a bias far below any real difference favours it
     k1 = (dist - 1e-6 * torch.arange(levels, dtype=dist.dtype, device=dist.device)).argmin(dim=1)
-    smaller_than_target = side * f[k1] <= TARGET_SIDE
+    smaller_than_target = side * f[k1] <= target
     k2 = torch.where(smaller_than_target, k1 + 1, k1 - 1)
     k2 = torch.where(k2 >= levels, k1 - 1, k2)
     k2 = torch.where(k2 < 0, k1 + 1, k2)
