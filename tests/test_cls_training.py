@@ -400,3 +400,12 @@ def test_classification_user_errors_name_the_thing_and_the_fix(tmp_path):
     cfg = _cls_cfg(tmp_path / "empty", tmp_path / "run3")
     with pytest.raises(DataError, match="has class folders but no images"):
         build_cls_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=MEAN, pixel_std=STD, train=True)
+
+
+def test_an_iteration_budget_ends_inside_the_last_epoch(tmp_path):
+    # 48 training images at batch 8: 6 iterations per epoch; max_iter 9 stops 3 iterations into epoch 2
+    data = make_cls_shapes.generate(tmp_path / "shapes_cls", seed=2, train_per_class=8, val_per_class=2, size=40)
+    cfg = _cls_cfg(data, tmp_path / "run", *SHORT_OVERRIDES, "solver.max_epochs=0", "solver.max_iter=9")
+    train_classifier(cfg)
+    state = load_checkpoint(tmp_path / "run" / "model_final.pth")
+    assert state["iteration"] == 9 and state["epoch"] == 1

@@ -100,6 +100,8 @@ def train_classifier(cfg: Config, *, resume: bool = False) -> dict[str, float]:
             if cfg.solver.schedule != "plateau":
                 scheduler.step()
             iteration += 1
+            if cfg.solver.max_epochs <= 0 and iteration >= cfg.solver.max_iter:
+                break  # an iteration budget (the CIFAR schedule stops at 64k) may end inside the last epoch
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
             if writer and iteration % cfg.output.log_period == 0:
                 writer.add_scalar("train/loss", loss.item(), iteration)
