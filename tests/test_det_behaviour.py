@@ -137,7 +137,9 @@ def _ddp_overrides(ann: Path, images: Path, run: Path) -> list[str]:
             "data.num_workers=0", "model.backbone.width=8", "model.num_classes=2", "data.input.train_scales=[80]",
             "data.input.test_scale=80", "data.input.max_size=128", "model.rpn.anchor_sizes=[16,32,64]",
             "solver.ims_per_batch=2", "solver.max_iter=1", "solver.warmup_iters=0", "solver.clip_grad_norm=0",
-            *DETERMINISTIC_SAMPLING]
+            # frozen BN, as the paper's detectors: trained BN normalizes each process's images on their own, which
+            # one process on both images does not (SyncBatchNorm would)
+            "model.backbone.frozen_bn=true", *DETERMINISTIC_SAMPLING]
 
 
 @pytest.mark.slow

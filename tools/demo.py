@@ -1,13 +1,18 @@
-"""The embedded default: synthetic shapes -> a small C4 detector trained on the CPU -> COCO/VOC metrics ->
-drawn predictions on the validation images. Runs on a fresh machine with no data and no weights.
+"""The embedded default, the paper's pipeline in miniature on the CPU with no data and no weights:
 
-    python tools/demo.py [KEY=VALUE ...]
+1. generate the synthetic detection set (COCO json and VOC xml) and the synthetic classification set;
+2. pre-train the detector's ResNet as a classifier on the classification set (as the paper starts from ImageNet);
+3. train the C4 Faster R-CNN from that backbone, evaluate it (COCO and VOC metrics);
+4. draw its detections on the validation images with tools/infer.py.
+
+    python tools/demo.py [--cfg configs/demo.yaml] [--pretrain-cfg configs/cls_demo.yaml] [KEY=VALUE ...]
+
+A finished stage is not run again: delete its folder (runs/demo_pretrain, runs/demo) to redo it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import subprocess
 import sys
@@ -15,35 +20,54 @@ import time
 from pathlib import Path
 
 from detres.cli import run_main
-from detres.config import load_config
+from detres.config import Config, load_config
+from detres.data.demo_data import ensure_demo_data
 from detres.engine.checkpoint import latest_checkpoint
+from detres.engine.cls_trainer import train_classifier
 from detres.engine.trainer import train_detector
 from detres.evaluation.metrics_file import format_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def ensure_dataset(script: Path, out: Path) -> None:
-    """Generate the synthetic set with its script when its annotation files are absent."""
-    if (out / "coco" / "annotations" / "instances_val.json").is_file():
-        return
-    print(f"generating the synthetic dataset in {out} ...")
-    spec = importlib.util.spec_from_file_location("make_shapes", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.generate(out, seed=0)
+def pretrained_backbone(det_cfg: Config, pretrain_cfg: Path) -> Path:
+    """Classification pre-training of the detector's backbone (its depth and width) on the synthetic shapes;
+    returns the checkpoint, which loads as `model.backbone.weights`. Skipped when it exists."""
+    out = Path(f"{det_cfg.output.dir}_pretrain")
+    final = out / "model_final.pth"
+    if final.is_file():
+        return final
+    bb = det_cfg.model.backbone
+    cfg = load_config(pretrain_cfg, [f"model.backbone.depth={bb.depth}", f"model.backbone.width={bb.width}",
+                                     f"output.dir={out}", f"seed={det_cfg.seed}"])
+    if cfg.data.generate_demo:
+        ensure_demo_data(cfg.data.generate_demo, cfg.data.train.root, seed=cfg.seed)
+    metrics = train_classifier(cfg, resume=latest_checkpoint(out) is not None)
+    print(f"pre-training: top-1 error {metrics['cls/top1_err']:.1f}%, top-5 error {metrics['cls/top5_err']:.1f}% "
+          f"on the classification shapes ({final})", flush=True)
+    return final
+
+
+def detection_data_root(cfg: Config) -> Path:
+    """datasets/shapes for datasets/shapes/coco/annotations/instances_train.json."""
+    return Path(cfg.data.train.ann_file).parents[2]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run the detection demo end to end on the CPU.")
     parser.add_argument("--cfg", default=str(REPO / "configs" / "demo.yaml"))
+    parser.add_argument("--pretrain-cfg", default=str(REPO / "configs" / "cls_demo.yaml"),
+                        help="classification config of the backbone pre-training (used when "
+                             "model.backbone.weights is empty)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     tic = time.perf_counter()
     cfg = load_config(args.cfg, args.overrides)
-    data_root = Path(cfg.data.train.ann_file).parents[2]
-    ensure_dataset(REPO / cfg.data.generate_demo, data_root)
+    if cfg.data.generate_demo:
+        ensure_demo_data(cfg.data.generate_demo, detection_data_root(cfg), seed=cfg.seed)
+    if not cfg.model.backbone.weights:
+        cfg.model.backbone.weights = str(pretrained_backbone(cfg, Path(args.pretrain_cfg)))
     run = Path(cfg.output.dir)
     final = run / "model_final.pth"
     if final.is_file():
@@ -53,10 +77,9 @@ def main() -> int:
     else:
         metrics = train_detector(cfg, resume=latest_checkpoint(run) is not None)
         print(format_metrics(metrics))
-    val_images = Path(cfg.data.test.image_dir)
     predictions = run / "predictions"
     subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), "--cfg", args.cfg, "--ckpt", str(final),
-                    "--input", str(val_images), "--output", str(predictions), *args.overrides], check=True)
+                    "--input", cfg.data.test.image_dir, "--output", str(predictions), *args.overrides], check=True)
     print(f"demo finished in {time.perf_counter() - tic:.0f}s: metrics in {run / 'metrics.json'}, "
           f"drawn predictions in {predictions}")
     return 0

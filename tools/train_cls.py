@@ -8,25 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
-import sys
-from pathlib import Path
 
 from detres.cli import run_main
-from detres.config import Config, load_config
+from detres.config import load_config
+from detres.data.demo_data import ensure_demo_data
 from detres.engine.cls_trainer import train_classifier
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def generate_demo_data(cfg: Config) -> None:
-    """Demo only (data.generate_demo set): write the synthetic set into data.train.root on first use."""
-    root = Path(cfg.data.train.root)
-    if not cfg.data.generate_demo or root.exists():
-        return
-    print(f"generating the synthetic classification set in {root} ...")
-    subprocess.run([sys.executable, str(REPO / cfg.data.generate_demo), "--out", str(root), "--seed", str(cfg.seed)],
-                   check=True)
 
 
 def main() -> int:
@@ -37,7 +23,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.cfg, args.overrides)
-    generate_demo_data(cfg)
+    if cfg.data.generate_demo:  # demo only: the synthetic set is written on first use
+        ensure_demo_data(cfg.data.generate_demo, cfg.data.train.root, seed=cfg.seed)
     metrics = train_classifier(cfg, resume=args.resume)
     print(f"top-1 error {metrics.get('cls/top1_err', float('nan')):.2f}%  "
           f"top-5 error {metrics.get('cls/top5_err', float('nan')):.2f}%  ({cfg.output.dir})")

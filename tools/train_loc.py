@@ -8,15 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
 from detres.cli import run_main
 from detres.config import load_config
+from detres.data.demo_data import ensure_demo_data
 from detres.engine.distributed import cleanup, is_main_process
 from detres.localization.train import train_rcnn, train_rpn
 
@@ -29,10 +27,8 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. solver.max_iter=100")
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
-    if cfg.data.generate_demo and not Path(cfg.data.train.root).exists():
-        # demo only: the synthetic set is generated on first use
-        subprocess.run([sys.executable, cfg.data.generate_demo, "--out", cfg.data.train.root, "--seed", str(cfg.seed)],
-                       check=True)
+    if cfg.data.generate_demo:
+        ensure_demo_data(cfg.data.generate_demo, cfg.data.train.root, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     tic = time.time()
     final = (train_rpn if args.stage == "rpn" else train_rcnn)(cfg, resume=args.resume)
