@@ -165,6 +165,7 @@ class TestConfig:
     nms_thresh: float = 0.3
     detections_per_img: int = 100
     ims_per_batch: int = 1
+    precision: str = "fp32"  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast)
     eval_metrics: list[str] = field(default_factory=list)  # default: by dataset format
     # App. B
     box_refine: bool = False

@@ -7,7 +7,7 @@ import torch
 
 from detres.config import load_config
 from detres.errors import ConfigError
-from detres.modeling.fast_inference import optimize_for_inference
+from detres.modeling.fast_inference import autocast_dtype, optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.agreement import compare_detections
 from detres.perf.bench import calibrate_benchmark_model
@@ -59,3 +59,13 @@ def test_rejects_bad_precision_and_training(tiny):
         fast(images[:1])
     with pytest.raises(ValueError, match="inference-only"):
         fast(images[:1], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}])
+
+
+def test_test_precision_names_map_to_autocast_dtypes():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("fp16", torch.device("cuda")) == torch.float16
+    with pytest.raises(ConfigError, match="test.precision"):
+        autocast_dtype("half", cpu)
+    with pytest.raises(ConfigError, match="CUDA"):
+        autocast_dtype("fp16", cpu)

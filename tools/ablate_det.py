@@ -25,6 +25,7 @@ from detres.engine.loading import load_detector
 from detres.engine.trainer import eval_loader
 from detres.evaluation.evaluate import evaluate_detections
 from detres.modeling.detector import Detector, inference_options
+from detres.modeling.fast_inference import autocast_dtype
 
 
 def rows(base, ctx, extra, options):
@@ -64,7 +65,8 @@ def main() -> int:
     for name, models, options in rows(base, ctx, extra, inference_options(cfg)):
         tic = time.perf_counter()
         with torch.no_grad():
-            detections = run_inference(Detector(models, options), eval_loader(cfg, dataset), device=device)
+            detections = run_inference(Detector(models, options), eval_loader(cfg, dataset), device=device,
+                                       autocast_dtype=autocast_dtype(cfg.test.precision, device))
         seconds = (time.perf_counter() - tic) / len(dataset)
         metrics = evaluate_detections(dataset, detections, ["coco"],
                                       cfg.data.test.ann_file if cfg.data.test.format == "coco" else None)

@@ -29,6 +29,7 @@ from detres.engine.distributed import resolve_device
 from detres.engine.loading import load_detector
 from detres.engine.soak import MemoryTrace
 from detres.errors import DataError, UserError
+from detres.modeling.fast_inference import autocast_dtype
 from detres.vis import draw_detections
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -111,7 +112,8 @@ def detect_one(model, rgb: np.ndarray, cfg, device: torch.device, score_thr: flo
     """(boxes [K, 4] XYXY in the image's pixels, scores [K], labels [K]) of the detections above `score_thr`."""
     tensor, factor = prepare_image(rgb, short=cfg.data.input.test_scale, max_size=cfg.data.input.max_size,
                                    pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std)
-    with torch.no_grad():
+    dtype = autocast_dtype(cfg.test.precision, device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         det = model([tensor.to(device)])[0]
     keep = det["scores"] >= score_thr
     boxes = (det["boxes"][keep] / factor).cpu().numpy()

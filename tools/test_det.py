@@ -11,8 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from detres.cli import run_main
 from detres.config import load_config
 from detres.data.detection import build_detection_dataset
@@ -25,6 +23,7 @@ from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import format_metrics, write_metrics
 from detres.evaluation.voc import paper_table_row
 from detres.modeling.detector import Detector, inference_options
+from detres.modeling.fast_inference import autocast_dtype
 
 
 def main() -> int:
@@ -41,8 +40,8 @@ def main() -> int:
     dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
                                       pixel_std=cfg.model.backbone.pixel_std, train=False)
     detector = Detector(models, inference_options(cfg))
-    amp = torch.bfloat16 if cfg.solver.amp and device.type == "cpu" else None
-    detections = run_inference(detector, eval_loader(cfg, dataset), device=device, autocast_dtype=amp)
+    detections = run_inference(detector, eval_loader(cfg, dataset), device=device,
+                               autocast_dtype=autocast_dtype(cfg.test.precision, device))
     metrics = evaluate_detections(dataset, detections, cfg.test.eval_metrics or default_metrics(cfg.data.test.format),
                                   cfg.data.test.ann_file if cfg.data.test.format == "coco" else None)
     print(format_metrics(metrics))

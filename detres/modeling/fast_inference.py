@@ -74,8 +74,15 @@ def _fast_pool(head: C4RoIHead, features: Tensor, boxes: list[Tensor]) -> Tensor
     return roi_max_pool(features, boxes, head.resolution, head.spatial_scale)
 
 
-def _autocast(precision: str, device: torch.device) -> torch.autocast:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision name (None for fp32); ConfigError for an unknown one or fp16 on CPU."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (test.precision), got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision fp16 needs a CUDA device; on CPU use bf16 (or fp32)")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision != "fp32")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def _autocast(precision: str, device: torch.device) -> torch.autocast:
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
