@@ -133,3 +133,28 @@ def test_context_feature_is_shared_by_all_rois_and_depends_on_the_image():
     assert torch.equal(context[0], context[1]) and torch.equal(context[1], context[2])  # image 0's RoIs
     assert torch.equal(context[3], context[5])  # image 1's RoIs
     assert not torch.allclose(context[0], context[3])  # another image, another context
+
+
+def test_context_boxes_join_the_rois_in_one_conv5_pass():
+    from torch import nn
+
+    from detres.config import load_config
+    from detres.modeling.faster_rcnn import build_faster_rcnn
+
+    cfg = load_config(None, ["model.num_classes=3", "model.backbone.depth=18", "model.backbone.width=8",
+                             "model.roi_head.context=true", "model.rpn.anchor_sizes=[16,32]",
+                             "model.backbone.frozen_bn=false"])
+    model = build_faster_rcnn(cfg).eval()
+    images, _ = _scene()
+    head = model.roi_head
+    boxes = [torch.tensor([[0.0, 0.0, 30.0, 30.0], [20.0, 10.0, 60.0, 50.0]]), torch.tensor([[5.0, 5.0, 90.0, 80.0]])]
+    with torch.no_grad():
+        features, sizes = model.backbone(images)
+        joint = head.forward_boxes(features, boxes, sizes)
+        separate = head.predict(head.add_context(head.roi_features(features, boxes), features, boxes, sizes))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(joint, separate))  # the same function in eval
+    bn = next(m for m in head.res5.modules() if isinstance(m, nn.BatchNorm2d))
+    head.train()
+    before = int(bn.num_batches_tracked)
+    head.forward_boxes(features, boxes, sizes)
+    assert int(bn.num_batches_tracked) == before + 1  # one conv5_x pass: BN statistics updated once per step

@@ -95,8 +95,12 @@ class C4RoIHead(nn.Module):
 
         One RoI per image (single-level spatial pyramid pooling over the full image), computed once per image.
         """
-        whole = [features.new_tensor([[0.0, 0.0, float(w), float(h)]]) for h, w in image_sizes]
-        return self.roi_features(features, whole)
+        return self.roi_features(features, self.whole_image_boxes(features, image_sizes))
+
+    @staticmethod
+    def whole_image_boxes(features: Tensor, image_sizes: list[tuple[int, int]]) -> list[Tensor]:
+        """Per image one box [1, 4] covering the whole (unpadded) image."""
+        return [features.new_tensor([[0.0, 0.0, float(w), float(h)]]) for h, w in image_sizes]
 
     def add_context(self, roi_feats: Tensor, features: Tensor, boxes: list[Tensor],
                     image_sizes: list[tuple[int, int]]) -> Tensor:
@@ -113,9 +117,22 @@ class C4RoIHead(nn.Module):
 
     def forward_boxes(self, features: Tensor, boxes: list[Tensor],
                       image_sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
-        """pool -> conv5_x -> (context) -> predict for all RoIs of the batch in one call."""
-        feats = self.add_context(self.roi_features(features, boxes), features, boxes, image_sizes)
-        return self.predict(feats)
+        """pool -> conv5_x -> (context) -> predict for all RoIs of the batch in one call.
+
+        With context, each image's whole-image box joins its RoIs in the same conv5_x pass: one batched pass, and
+        a conv5_x with trained BN normalizes RoIs and context boxes together rather than updating its running
+        statistics with a separate batch of a few whole-image boxes (which at test time would mis-normalize RoIs).
+        """
+        if not self.context:
+            return self.predict(self.roi_features(features, boxes))
+        whole = self.whole_image_boxes(features, image_sizes)
+        joint = self.roi_features(features, [torch.cat([b.to(w.dtype), w]) for b, w in zip(boxes, whole)])
+        counts = [len(b) for b in boxes]
+        roi_feats, context = [], []
+        for part, count in zip(joint.split([c + 1 for c in counts]), counts):
+            roi_feats.append(part[:count])
+            context.append(part[count:].expand(count, -1))  # the image's context row, once per RoI
+        return self.predict(torch.cat([torch.cat(roi_feats), torch.cat(context)], dim=1))
 
     # --- inference -----------------------------------------------------------------------------------
     def predict_boxes(self, features: Tensor, proposals: list[Tensor],
