@@ -109,3 +109,38 @@ def test_a_dead_worker_stops_training_with_one_clear_error_and_resume_finishes(s
     resumed = Trainer(cfg, resume=True)
     resumed.train()
     assert resumed.iteration == 16
+
+
+FORK_AFTER_OPENCV_POOL = """
+import sys
+import cv2
+import numpy as np
+from detres.data.detection import build_detection_dataset
+from detres.data.loader import build_detection_loader
+from detres.config import load_config
+
+cv2.setNumThreads(2)  # this process's OpenCV thread pool exists before the workers fork, as after BN calibration
+big = np.zeros((2000, 2000, 3), np.uint8)
+for _ in range(5):
+    cv2.resize(cv2.GaussianBlur(big, (9, 9), 0), (1500, 1500))
+data = sys.argv[1]
+cfg = load_config(None, [f"data.train.ann_file={data}/coco/annotations/instances_train.json",
+                         f"data.train.image_dir={data}/coco/train", "model.num_classes=6"])
+dataset = build_detection_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=[0.5] * 3,
+                                  pixel_std=[0.2] * 3, train=True)
+loader = build_detection_loader(dataset, batch_size=2, train=True, num_workers=2, aspect_ratio_grouping=False,
+                                seed=0, distributed=False)
+print(sum(len(images) for images, _, _ in loader))
+"""
+
+
+def test_workers_do_not_deadlock_when_this_process_used_opencv_threads_first(shapes):
+    import subprocess
+
+    try:
+        done = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENCV_POOL, str(shapes)], capture_output=True,
+                              text=True, timeout=120, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the loader's workers hung after this process had used OpenCV's thread pool")
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) == 16  # every training image arrived

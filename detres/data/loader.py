@@ -167,6 +167,11 @@ def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers
                                   group=aspect_ratio_grouping, seed=seed,
                                   rank=dist.rank() if distributed else 0,
                                   world_size=dist.world_size() if distributed else 1, drop_last=train)
+    if num_workers > 0:
+        # Workers share the cores with the training process, so OpenCV runs single-threaded in them. It must be set
+        # here, before they fork: set inside a forked worker it deadlocks once this process has started OpenCV's
+        # thread pool (training without backbone weights resizes calibration images first and hung at batch one).
+        cv2.setNumThreads(1)
     # an own generator: creating an iterator draws a worker seed, which must not consume the global RNG that
     # the RoI sampling uses (a resumed run would otherwise sample differently from an uninterrupted one)
     return DetectionLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_lists,
@@ -176,4 +181,3 @@ def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers
 
 def _seed_worker(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
-    cv2.setNumThreads(1)  # workers share the cores with the training process: no thread pools of their own
