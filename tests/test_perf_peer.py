@@ -45,3 +45,28 @@ def test_peer_does_not_share_weights_and_trains():
     with torch.no_grad():
         peer.roi_heads.box_predictor.cls_score.weight.zero_()
     assert model.roi_head.predictor.cls_score.weight.abs().sum() > 0  # copies, not the same tensors
+
+
+def _trainable_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("freeze_at", [0, 2])
+def test_peer_trains_the_parameters_detres_trains(freeze_at):
+    # A peer that also trained the stem and conv2_x, which detres freezes, would do more backward work than detres
+    # and flatter detres's training ratio.
+    cfg, model, _, _ = _tiny_detector([f"model.backbone.freeze_at={freeze_at}"])
+    peer = build_peer(model, cfg)
+    assert _trainable_count(peer) == _trainable_count(model)
+    assert (_trainable_count(model) < sum(p.numel() for p in model.parameters())) == (freeze_at > 0)
+
+
+def test_peer_trains_batch_norm_where_detres_does():
+    cfg, model, images, targets = _tiny_detector(["model.backbone.frozen_bn=false", "model.backbone.freeze_at=0"])
+    peer = build_peer(model, cfg)
+    peer_bns = [m for m in peer.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(peer_bns) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) > 0
+    peer.train()
+    before = peer_bns[0].running_mean.clone()
+    peer(images[:1], targets[:1])
+    assert not torch.equal(before, peer_bns[0].running_mean)  # batch statistics, as detres's trained BN

@@ -67,7 +67,8 @@ def run_benchmark(opts: BenchOptions, *, log=None) -> dict[str, float]:
     """Agreement check, then detres and peer side by side; returns the flat dict tools/bench.py writes.
 
     Keys: detres/ and peer/ `infer_img_s` (batch 1), `infer_img_s_b<N>`, `train_it_s`, `peak_rss_mb`,
-    `train_peak_rss_mb`, `gflops_per_img`, `frac_of_peak`; ratio/ `infer`, `infer_b<N>`, `train`, `peak_rss`;
+    `train_peak_rss_mb`, `gflops_per_img`, `frac_of_peak` (on CUDA also `peak_gpu_mb`, `train_peak_gpu_mb`);
+    ratio/ `infer`, `infer_b<N>`, `train`, `peak_rss`;
     agree/ `max_score_diff`, `min_iou`, `matched_frac`, `optimized_max_score_diff`; machine/ `matmul_gflops`,
     `threads`; with --ablation `ablation/<variant>/infer_img_s_b<n>`; with --sweep `sweep/<what>_<value>/<side>_img_s`.
     """
@@ -197,12 +198,15 @@ def _derive(results: dict[str, float], batch: int) -> None:
     for side in ("detres", "peer"):
         results[f"{side}/infer_img_s"] = results[f"{side}/infer_img_s_b1"]
         gflop_s = results[f"{side}/gflops_per_img"] * results[f"{side}/infer_img_s"]
-        results[f"{side}/frac_of_peak"] = gflop_s / results["detres/matmul_gflops"]
+        results[f"{side}/frac_of_peak"] = gflop_s / results[f"{side}/matmul_gflops"]  # in its own precision
     results["machine/threads"] = results["detres/threads"]
-    results["machine/matmul_gflops"] = results["detres/matmul_gflops"]
+    results["machine/matmul_gflops"] = results["peer/matmul_gflops"]  # float32
     for name, key in (("infer", "infer_img_s"), (f"infer_b{batch}", f"infer_img_s_b{batch}"),
                       ("train", "train_it_s"), ("peak_rss", "peak_rss_mb"), ("train_peak_rss", "train_peak_rss_mb")):
         results[f"ratio/{name}"] = results[f"detres/{key}"] / results[f"peer/{key}"]
+    for name, key in (("peak_gpu", "peak_gpu_mb"), ("train_peak_gpu", "train_peak_gpu_mb")):
+        if f"detres/{key}" in results and f"peer/{key}" in results:  # CUDA runs only
+            results[f"ratio/{name}"] = results[f"detres/{key}"] / results[f"peer/{key}"]
 
 
 def _progress(message: str) -> None:

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from detres.config import Config, load_config
 from detres.engine.trainer import training_layout
-from detres.modeling.fast_inference import optimize_for_inference
+from detres.modeling.fast_inference import autocast_dtype, optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
-from detres.perf.measure import alternating_medians, flops_of, peak_rss_of, training_step
+from detres.perf.measure import alternating_medians, flops_of, peak_gpu_mb_of, peak_rss_of, training_step
 from detres.perf.peer import build_peer
 from detres.perf.synthetic import synthetic_batch
 from detres.perf.timing import matmul_peak_flops
@@ -79,21 +79,28 @@ def run_child(spec: ChildSpec) -> dict[str, float]:
 def _memory(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[dict], device: torch.device):
     variant = spec.variants[0]
     result = {"threads": float(torch.get_num_threads())}
-    if variant.side == "detres":
-        result["matmul_gflops"] = matmul_peak_flops(device=device, size=spec.matmul_size) / 1e9
-    result.update(_inference_memory_and_flops(_predictor(_model(spec, cfg, variant.side, device), variant), images))
+    # Each side's peak in its own precision (the peer runs float32): bf16 GEMMs run ~2.5x float32 here.
+    dtype = autocast_dtype(variant.precision, device) or torch.float32
+    result["matmul_gflops"] = matmul_peak_flops(device=device, size=spec.matmul_size, dtype=dtype) / 1e9
+    result.update(_inference_memory_and_flops(_predictor(_model(spec, cfg, variant.side, device), variant), images,
+                                              device))
     gc.collect()  # the inference model is gone before the training one is built
     if spec.train:
         step = training_step(_training_model(spec, cfg, variant.side, device), images[:spec.train_batch],
                              targets[:spec.train_batch], device=device)
         result["train_peak_rss_mb"] = peak_rss_of(step)
+        if device.type == "cuda":
+            result["train_peak_gpu_mb"] = peak_gpu_mb_of(step, device)
     return {f"{variant.name}/{k}": v for k, v in result.items()}
 
 
-def _inference_memory_and_flops(predict, images: list[Tensor]) -> dict[str, float]:
+def _inference_memory_and_flops(predict, images: list[Tensor], device: torch.device) -> dict[str, float]:
     with torch.no_grad():
-        return {"peak_rss_mb": peak_rss_of(lambda: predict(images[:1])),
-                "gflops_per_img": flops_of(lambda: predict(images[:1])) / 1e9}
+        result = {"peak_rss_mb": peak_rss_of(lambda: predict(images[:1])),
+                  "gflops_per_img": flops_of(lambda: predict(images[:1])) / 1e9}
+        if device.type == "cuda":
+            result["peak_gpu_mb"] = peak_gpu_mb_of(lambda: predict(images[:1]), device)
+        return result
 
 
 def _timing(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[dict], device: torch.device):

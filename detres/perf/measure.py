@@ -65,6 +65,17 @@ def peak_rss_of(call: Callable[[], object], *, repeat: int = 2) -> float:
     return peak_rss_mb()
 
 
+def peak_gpu_mb_of(call: Callable[[], object], device: torch.device, *, repeat: int = 2) -> float:
+    """Peak CUDA memory in MiB allocated while `call` runs `repeat` times, after one untimed call."""
+    call()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(repeat):
+        call()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
 def flops_of(call: Callable[[], object]) -> float:
     """FLOPs of one call as torch.utils.flop_counter counts them (convs and matmuls; a multiply-add = 2)."""
     return float(count_flops(call))

@@ -8,6 +8,8 @@ ROWS = (
     ("training it/s", "train_it_s", "{:.3f}"),
     ("peak RSS inference (MiB)", "peak_rss_mb", "{:.0f}"),
     ("peak RSS training (MiB)", "train_peak_rss_mb", "{:.0f}"),
+    ("peak GPU memory inference (MiB)", "peak_gpu_mb", "{:.0f}"),
+    ("peak GPU memory training (MiB)", "train_peak_gpu_mb", "{:.0f}"),
     ("GFLOPs per image", "gflops_per_img", "{:.1f}"),
     ("fraction of matmul peak", "frac_of_peak", "{:.3f}"),
 )
@@ -28,7 +30,8 @@ def format_table(results: dict[str, float], *, batch: int) -> str:
                  f"min matched IoU {results.get('agree/min_iou', float('nan')):.4f}, matched fraction "
                  f"{results.get('agree/matched_frac', float('nan')):.3f}; optimized vs plain detres max score diff "
                  f"{results.get('agree/optimized_max_score_diff', float('nan')):.2e}")
-    lines.append(f"machine: matmul {results.get('machine/matmul_gflops', float('nan')):.1f} GFLOP/s measured, "
+    lines.append(f"machine: float32 matmul {results.get('machine/matmul_gflops', float('nan')):.1f} GFLOP/s measured "
+                 f"(in detres's precision {results.get('detres/matmul_gflops', float('nan')):.1f}), "
                  f"{int(results.get('machine/threads', 0))} threads; image "
                  f"{int(results.get('size/height', 0))}x{int(results.get('size/width', 0))}, "
                  f"{int(results.get('size/proposals', 0))} proposals")

@@ -34,11 +34,20 @@ def matmul_peak_flops(*, device: torch.device, size: int = 2048, runs: int = 5,
                       dtype: torch.dtype = torch.float32) -> float:
     """This machine's achievable matmul rate in FLOP/s: the median time of a square [size x size] GEMM.
 
-    Measured in the same process and thread setting as the model, so `achieved / peak` compares like with like.
+    Measured in the same process, thread setting and precision as the model, so `achieved / peak` compares like
+    with like. On CUDA a float32 GEMM may use TF32 exactly when cuDNN's convolutions do (PyTorch's defaults differ:
+    convolutions on, matmuls off), else the models' TF32 convolutions would beat the "peak".
     """
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds = median_seconds(lambda: torch.mm(a, b), device=device, warmup=2, runs=runs)
+    if device.type != "cuda":
+        return 2.0 * size**3 / median_seconds(lambda: torch.mm(a, b), device=device, warmup=2, runs=runs)
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        seconds = median_seconds(lambda: torch.mm(a, b), device=device, warmup=2, runs=runs)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
     return 2.0 * size**3 / seconds
 
 
