@@ -32,7 +32,8 @@ def roi_align_matrix(features: Tensor, boxes: list[Tensor], output_size: int, sp
     matrix = torch.sparse_coo_tensor(index, value, (len(rois) * output_size ** 2, batch * height * width),
                                      check_invariants=False)  # built in range by construction
     cells = features.float().permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # [B*H*W, C]
-    pooled = torch.sparse.mm(matrix.coalesce(), cells)  # [R*P*P, C]
+    with torch.autocast(features.device.type, enabled=False):  # float32 weights: autocast would mix dtypes
+        pooled = torch.sparse.mm(matrix.coalesce(), cells)  # [R*P*P, C]
     return pooled.to(features.dtype).view(size).permute(0, 3, 1, 2)
 
 

@@ -71,14 +71,19 @@ class C4RoIHead(nn.Module):
     # --- shared pieces --------------------------------------------------------------------------------
     def pool(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
         """features [B, C, H, W], B x [K_i, 4] input-pixel boxes -> [sum K_i, C, r, r]."""
-        boxes = [b.to(features.dtype) for b in boxes]
+        # Boxes never in bfloat16/float16 (under autocast the features are): near 600 px bfloat16 steps by 4 px.
+        reduced = features.dtype in (torch.bfloat16, torch.float16)
+        boxes = [b.float() if reduced else b.to(features.dtype) for b in boxes]
         if self.pooler == "roi_pool":
             # Bit-identical to torchvision's roi_pool; ~4x faster on CPU at inference (falls back to it for autograd).
             return roi_max_pool(features, boxes, self.resolution, self.spatial_scale)
         if features.requires_grad and features.device.type == "cpu":
             # Same numbers as torchvision's roi_align; its CPU backward is a single-threaded loop (roi_align_matrix.py)
             return roi_align_matrix(features, boxes, self.resolution, self.spatial_scale, self.sampling_ratio)
-        return roi_align(features, boxes, self.resolution, self.spatial_scale, self.sampling_ratio, aligned=True)
+        # torchvision's roi_align wants rois in the features' dtype: reduced-precision features pool in float32
+        pooled = roi_align(features.float() if reduced else features, boxes, self.resolution, self.spatial_scale,
+                           self.sampling_ratio, aligned=True)
+        return pooled.to(features.dtype)
 
     def head_features(self, pooled: Tensor) -> Tensor:
         """[R, C, r, r] -> [R, D]: conv5_x (stride 2) then global average pooling, in chunks at inference."""

@@ -29,7 +29,7 @@ def roi_max_pool(features: Tensor, boxes: list[Tensor], output_size: int, spatia
     """
     size = (output_size, output_size)
     if features.device.type != "cpu" or features.requires_grad or not features.is_floating_point():
-        return roi_pool(features, boxes, size, spatial_scale)
+        return _torchvision_roi_pool(features, boxes, size, spatial_scale)
     rois = torch.cat([b.float() for b in boxes]) if boxes else features.new_zeros(0, 4)
     image_index = torch.cat([torch.full((len(b),), i, dtype=torch.int64) for i, b in enumerate(boxes)]) \
         if boxes else torch.zeros(0, dtype=torch.int64)
@@ -97,3 +97,11 @@ def _odd_sizes(output_size: int, limit: int) -> Tensor:
 def _float_bin_sizes(output_size: int, largest: int) -> Tensor:
     # Cache in powers of two so every call does not rebuild the table.
     return _odd_sizes(output_size, 1 << max(6, largest.bit_length()))
+
+
+def _torchvision_roi_pool(features: Tensor, boxes: list[Tensor], size: tuple[int, int], scale: float) -> Tensor:
+    """torchvision's op; bfloat16/float16 features (training under solver.amp) pool in float32, since its CPU op
+    has no such kernel and its rois must match the features' dtype, and a max is exact in float32 anyway."""
+    if features.dtype in (torch.bfloat16, torch.float16):
+        return roi_pool(features.float(), [b.float() for b in boxes], size, scale).to(features.dtype)
+    return roi_pool(features, [b.to(features.dtype) for b in boxes], size, scale)
