@@ -42,3 +42,16 @@ def test_bench_agrees_before_timing_and_its_ratios_are_its_figures(bench_json):
     gflop_s = bench_json["detres/gflops_per_img"] * bench_json["detres/infer_img_s"]
     assert bench_json["detres/frac_of_peak"] == pytest.approx(gflop_s / bench_json["detres/matmul_gflops"])
     assert bench_json["detres/peak_rss_mb"] > 0 and bench_json["peer/peak_rss_mb"] > 0
+
+
+def test_profile_tool_lists_both_sides_with_convolutions_on_top():
+    done = subprocess.run([sys.executable, str(ROOT / "tools/profile_det.py"), "--cfg", str(ROOT / "configs/demo.yaml"),
+                           "--steps", "1", "--top", "5", "model.backbone.width=8", "data.input.test_scale=128",
+                           "data.input.max_size=176"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sections = [s.strip() for s in done.stdout.split("\n\n") if s.strip()]
+    assert [s.split(":")[0] for s in sections] == ["detres", "peer"]
+    for section in sections:
+        ops = section.splitlines()[1:]
+        assert len(ops) == 5
+        assert any("convolution" in line for line in ops)  # a training step of a C4 detector is mostly convs

@@ -18,6 +18,7 @@ import torch
 from detres.cli import run_main
 from detres.config import load_config
 from detres.engine.solver import build_optimizer
+from detres.engine.trainer import training_layout
 from detres.modeling.fast_inference import optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.calibrate import calibrate_for_benchmark
@@ -49,6 +50,7 @@ def main() -> int:
     model = build_faster_rcnn(cfg)
     calibrate_for_benchmark(model, images[:1], output_std=[(model.rpn.head.cls_logits, 1.0),
                                                             (model.roi_head.predictor.cls_score, 1.0)])
+    model = training_layout(model, cfg)  # as the Trainer trains it
     optimizer = build_optimizer(model, cfg.solver)
 
     def train_step() -> None:

@@ -222,7 +222,8 @@ def _run_child(spec: ChildSpec, tmp: str) -> dict[str, float]:
     proc = subprocess.run([sys.executable, "-m", "detres.perf.child", str(spec_path), str(result_path)],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not result_path.exists():
-        raise UserError(f"benchmark child ({spec.side}) failed with exit code {proc.returncode}:\n"
+        sides = ", ".join(v.name for v in spec.variants)
+        raise UserError(f"benchmark child ({spec.kind}: {sides}) failed with exit code {proc.returncode}:\n"
                         f"{proc.stderr[-3000:]}")
     return json.loads(result_path.read_text())
 

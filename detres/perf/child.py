@@ -86,8 +86,7 @@ def _memory(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[di
                                               device))
     gc.collect()  # the inference model is gone before the training one is built
     if spec.train:
-        step = training_step(_training_model(spec, cfg, variant.side, device), images[:spec.train_batch],
-                             targets[:spec.train_batch], device=device)
+        step = _training_step(spec, cfg, variant, images, targets, device)
         result["train_peak_rss_mb"] = peak_rss_of(step)
         if device.type == "cuda":
             result["train_peak_gpu_mb"] = peak_gpu_mb_of(step, device)
@@ -114,10 +113,10 @@ def _timing(spec: ChildSpec, cfg: Config, images: list[Tensor], targets: list[di
     del predictors, calls
     gc.collect()
     if spec.train:
-        # Training compares the models as they train: detres as its Trainer runs it (training_layout), the peer as is.
-        sides = {v.name: v.side for v in spec.variants if v.name in ("detres", "peer")}
-        steps = {name: training_step(_training_model(spec, cfg, side, device), images[:spec.train_batch],
-                                     targets[:spec.train_batch], device=device) for name, side in sides.items()}
+        # Training compares the models as they train: detres as its Trainer runs it (training_layout; under autocast
+        # at --precision bf16/fp16, as solver.amp=true trains), the peer as is, in float32.
+        steps = {v.name: _training_step(spec, cfg, v, images, targets, device)
+                 for v in spec.variants if v.name in ("detres", "peer")}
         medians = alternating_medians(steps, device=device, warmup=spec.warmup + 1, runs=spec.runs)
         result.update({f"{name}/train_it_s": 1.0 / s for name, s in medians.items()})
     return result
@@ -132,6 +131,14 @@ def _model(spec: ChildSpec, cfg: Config, side: str, device: torch.device) -> nn.
         gc.collect()
         return peer.to(device)
     return detres_model.to(device)
+
+
+def _training_step(spec: ChildSpec, cfg: Config, variant: Variant, images: list[Tensor], targets: list[dict],
+                   device: torch.device):
+    model = _training_model(spec, cfg, variant.side, device)
+    dtype = autocast_dtype(variant.precision, device) if variant.side == "detres" else None
+    return training_step(model, images[:spec.train_batch], targets[:spec.train_batch], device=device,
+                         autocast_dtype=dtype)
 
 
 def _training_model(spec: ChildSpec, cfg: Config, side: str, device: torch.device) -> nn.Module:

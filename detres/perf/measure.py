@@ -36,8 +36,9 @@ def alternating_medians(calls: dict[str, Callable[[], object]], *, device: torch
 
 
 def training_step(model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]], *,
-                  device: torch.device) -> Callable[[], None]:
-    """One SGD step (forward with targets, summed losses, backward, update) on a fixed batch, as a callable.
+                  device: torch.device, autocast_dtype: torch.dtype | None = None) -> Callable[[], None]:
+    """One SGD step (forward with targets, summed losses, backward, update) on a fixed batch, as a callable;
+    the forward under autocast to `autocast_dtype` when given (as the Trainer's solver.amp).
 
     A small learning rate keeps the weights (and so the proposals and RoI sampling) close to where they started.
     """
@@ -49,7 +50,8 @@ def training_step(model: nn.Module, images: list[Tensor], targets: list[dict[str
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        losses = model(inputs, labelled)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            losses = model(inputs, labelled)
         sum(losses.values()).backward()
         optimizer.step()
 

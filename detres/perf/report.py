@@ -43,7 +43,7 @@ def format_table(results: dict[str, float], *, batch: int) -> str:
         lines.append("| detres inference variant (batch 1) | img/s | vs plain | vs peer |")
         lines.append("| --- | ---: | ---: | ---: |")
         peer = results.get("peer/infer_img_s")
-        for name, value in ablation.items():
+        for name, value in sorted(ablation.items(), key=lambda item: item[1]):  # slowest first
             vs_plain = f"{value / base:.2f}x" if base else "-"
             vs_peer = f"{value / peer:.2f}x" if peer else "-"
             lines.append(f"| {name} | {value:.3f} | {vs_plain} | {vs_peer} |")
