@@ -130,6 +130,7 @@ class DataConfig:
     test: DatasetConfig = field(default_factory=DatasetConfig)
     input: InputConfig = field(default_factory=InputConfig)
     num_workers: int = 2
+    loader_timeout: float = 300.0  # seconds a loader worker may take for one batch before it counts as hung
     aspect_ratio_grouping: bool = True
     generate_demo: str = ""  # demo only: generate the synthetic set with this script if absent
 

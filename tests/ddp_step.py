@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_step(out_dir: Path, overrides: list[str]) -> Path:
     """One recorded Trainer step; returns the file written."""
+    from detres import distributed as dist
     from detres.config import load_config
-    from detres.engine import distributed as dist
     from detres.engine.trainer import Trainer
 
     torch.set_num_threads(1)

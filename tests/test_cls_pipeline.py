@@ -10,9 +10,9 @@ import torch
 
 from detres.config import load_config
 from detres.data.classification import build_cls_dataset
-from detres.engine.checkpoint import load_checkpoint
 from detres.engine.cls_trainer import train_classifier
 from detres.evaluation.classification import fully_conv_logits, image_scores, ten_crops, topk_errors
+from detres.io.checkpoint import load_checkpoint
 from detres.modeling.resnet import resnet18
 
 REPO = Path(__file__).resolve().parents[1]

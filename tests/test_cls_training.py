@@ -17,10 +17,10 @@ import torchvision
 from detres.config import InputConfig, SolverConfig, load_config
 from detres.data import cls_transforms as T
 from detres.data.classification import build_cls_dataset
-from detres.engine.checkpoint import load_checkpoint
 from detres.engine.cls_trainer import train_classifier
 from detres.engine.solver import build_lr_scheduler, build_optimizer, lr_factor_at
 from detres.errors import CheckpointError, ConfigError, DataError, UserError
+from detres.io.checkpoint import load_checkpoint
 from detres.modeling.faster_rcnn import build_faster_rcnn
 
 REPO = Path(__file__).resolve().parents[1]

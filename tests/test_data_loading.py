@@ -16,13 +16,13 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from detres import distributed
 from detres.config import DatasetConfig, InputConfig
 from detres.data.batching import pad_images
 from detres.data.detection import build_detection_dataset
 from detres.data.imagenet_det import read_imagenet_det
 from detres.data.loader import build_detection_loader
 from detres.data.voc import VOC_CLASSES, read_voc
-from detres.engine import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "datasets"))

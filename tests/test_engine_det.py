@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from detres.config import load_config
-from detres.engine.checkpoint import latest_checkpoint, load_checkpoint
 from detres.engine.inference import run_inference
 from detres.engine.loading import load_detector
 from detres.engine.trainer import NonFiniteLossError, Trainer, eval_loader, train_detector
+from detres.io.checkpoint import latest_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "datasets"))

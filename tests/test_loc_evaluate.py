@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detres.config import config_to_dict, load_config
-from detres.engine.checkpoint import save_checkpoint
+from detres.io.checkpoint import save_checkpoint
 from detres.localization.data import read_loc_split
 from detres.localization.evaluate import evaluate_localization, format_table13
 from detres.modeling.resnet import build_resnet

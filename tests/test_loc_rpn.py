@@ -7,8 +7,8 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detres.boxes import BoxCoder
+from detres.localization.dense_testing import rpn_center_crop, rpn_dense
 from detres.localization.per_class_rpn import LocRPNPredictor, PerClassRPN, per_class_rpn_loss, per_class_targets
-from detres.localization.rpn_test import rpn_center_crop, rpn_dense
 from detres.modeling.anchors import AnchorGenerator
 from detres.modeling.matching import Matcher
 

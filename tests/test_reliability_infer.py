@@ -13,7 +13,7 @@ import pytest
 
 from detres.config import config_to_dict, load_config
 from detres.data.records import ClassMap
-from detres.engine.checkpoint import save_checkpoint
+from detres.io.checkpoint import save_checkpoint
 from detres.modeling.faster_rcnn import build_faster_rcnn
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,9 +20,9 @@ from detres.config import load_config
 from detres.data.coco import read_coco
 from detres.data.image_io import read_image_rgb
 from detres.data.voc import read_voc
+from detres.engine.memory import peak_rss_mb, reset_peak_rss
 from detres.engine.run_dir import prepare_run_dir
 from detres.errors import ConfigError, DataError, UserError
-from detres.perf.memory import peak_rss_mb, reset_peak_rss
 
 
 def _png(width: int, height: int, pixel_bytes: bytes) -> bytes:
@@ -242,3 +242,25 @@ def test_run_folder_rules_without_training(tmp_path):
     with pytest.raises(UserError, match="already holds checkpoints; pass --resume"):
         prepare_run_dir(cfg, resume=False)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["weights.pth"]
+
+
+def _geotiff(path: Path) -> Path:
+    """A TIFF with a GeoTIFF tag (34737, GeoAsciiParams) that libtiff does not know, as aerial imagery has."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[34737], tags.tagtype[34737] = "WGS 84|", 2  # ASCII
+    Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(path, tiffinfo=tags)
+    return path
+
+
+def test_opencv_warnings_are_silent_by_default_and_shown_at_debug(tmp_path, capfd, caplog):
+    import logging
+
+    geotiff = _geotiff(tmp_path / "aerial.tif")
+    assert read_image_rgb(geotiff).shape == (24, 32, 3)
+    assert "TIFF_Warning" not in capfd.readouterr().err
+    with caplog.at_level(logging.DEBUG, logger="detres.data"):
+        read_image_rgb(geotiff)
+    shown = capfd.readouterr().err
+    assert "TIFF_Warning" in shown and "34737" in shown

@@ -14,9 +14,9 @@ import detres.data.detection as detection
 from detres.config import load_config
 from detres.data.detection import build_detection_dataset
 from detres.data.loader import LoaderWorkerError, build_detection_loader
-from detres.engine.checkpoint import latest_checkpoint, load_checkpoint
 from detres.engine.trainer import Trainer
 from detres.errors import DataError
+from detres.io.checkpoint import latest_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "datasets"))
@@ -109,6 +109,52 @@ def test_a_dead_worker_stops_training_with_one_clear_error_and_resume_finishes(s
     resumed = Trainer(cfg, resume=True)
     resumed.train()
     assert resumed.iteration == 16
+
+
+@pytest.mark.skipif(torch.multiprocessing.get_start_method() != "fork", reason="the hanging reader reaches "
+                    "workers through fork")
+def test_a_hung_worker_stops_training_with_one_clear_error_after_the_timeout(shapes, tmp_path, monkeypatch):
+    import signal
+    import time
+
+    real = detection.read_image_rgb
+    poisoned = str(sorted((shapes / "coco" / "train").glob("*.jpg"))[5])
+    seen = tmp_path / "seen_once"
+
+    def hangs_in_a_worker_in_the_second_epoch(path, **kwargs):
+        if torch.utils.data.get_worker_info() is not None and str(path) == poisoned:
+            if seen.exists():
+                time.sleep(10**6)  # a stalled network file system: the worker lives but sends nothing
+            seen.touch()
+        return real(path, **kwargs)
+
+    def never_ends(signum, frame):
+        raise AssertionError("training hung on the stuck worker instead of stopping after data.loader_timeout")
+
+    monkeypatch.setattr(detection, "read_image_rgb", hangs_in_a_worker_in_the_second_epoch)
+    cfg = _cfg(shapes, tmp_path / "run", "solver.max_iter=16", "output.checkpoint_period=2", "data.loader_timeout=4")
+    trainer = Trainer(cfg)
+    previous = signal.signal(signal.SIGALRM, never_ends)
+    signal.alarm(240)  # a guard so that a broken timeout fails the test instead of hanging the suite
+    try:
+        with pytest.raises(LoaderWorkerError, match=r"no batch arrived .* data.loader_timeout=4 s: a worker hung"
+                                                    r".*data.loader_timeout=600.*data.num_workers=0.*--resume"):
+            trainer.train()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert 8 <= trainer.iteration < 16  # 8 batches per epoch: it hung in the second one
+    last = latest_checkpoint(tmp_path / "run")
+    assert load_checkpoint(last)["iteration"] >= 8  # the last checkpoint is whole and loads
+    assert not list((tmp_path / "run").glob(".*.tmp"))  # nothing half-written
+
+
+def test_a_loader_timeout_that_is_not_positive_is_a_config_error(shapes, tmp_path):
+    from detres.errors import ConfigError
+
+    cfg = _cfg(shapes, tmp_path / "run", "data.loader_timeout=0")
+    with pytest.raises(ConfigError, match=r"data.loader_timeout=0.0 must be a positive number of seconds"):
+        Trainer(cfg)
 
 
 FORK_AFTER_OPENCV_POOL = """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from detres.engine.checkpoint import latest_checkpoint, load_checkpoint
+from detres.io.checkpoint import latest_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "datasets"))

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from detres.engine.checkpoint import load_checkpoint, save_checkpoint
 from detres.errors import CheckpointError
+from detres.io.checkpoint import load_checkpoint, save_checkpoint
 from detres.modeling.resnet import resnet18
 from detres.modeling.weights import load_resnet_weights
 

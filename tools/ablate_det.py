@@ -19,7 +19,7 @@ import torch
 from detres.cli import run_main
 from detres.config import load_config
 from detres.data.detection import build_detection_dataset
-from detres.engine.distributed import resolve_device
+from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
 from detres.engine.loading import load_detector
 from detres.engine.trainer import eval_loader

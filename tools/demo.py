@@ -22,10 +22,10 @@ from pathlib import Path
 from detres.cli import run_main
 from detres.config import Config, load_config
 from detres.data.demo_data import ensure_demo_data
-from detres.engine.checkpoint import latest_checkpoint
 from detres.engine.cls_trainer import train_classifier
 from detres.engine.trainer import train_detector
 from detres.evaluation.metrics_file import format_metrics
+from detres.io.checkpoint import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from detres.cli import run_main
 from detres.config import load_config
 from detres.data.image_io import read_image_rgb
 from detres.data.transforms import prepare_image
-from detres.engine.distributed import resolve_device
+from detres.distributed import resolve_device
 from detres.engine.loading import load_detector
 from detres.engine.soak import MemoryTrace
 from detres.errors import DataError, UserError

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.utils.data import DataLoader
 
 from detres.cli import run_main
 from detres.config import load_config
 from detres.data.classification import build_cls_dataset
-from detres.engine.checkpoint import load_checkpoint, save_checkpoint
+from detres.data.loader import CheckedLoader
+from detres.io.checkpoint import load_checkpoint, save_checkpoint
 from detres.modeling.batchnorm import recompute_bn_stats
 from detres.modeling.resnet import build_resnet
 
@@ -33,8 +33,8 @@ def main() -> int:
     model.load_state_dict(weights)
     dataset = build_cls_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
                                 pixel_std=cfg.model.backbone.pixel_std, train=True)
-    loader = DataLoader(dataset, batch_size=cfg.solver.ims_per_batch, shuffle=True, num_workers=cfg.data.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = CheckedLoader(dataset, batch_size=cfg.solver.ims_per_batch, shuffle=True, num_workers=cfg.data.num_workers,
+                           generator=torch.Generator().manual_seed(cfg.seed), timeout=cfg.data.loader_timeout)
     recompute_bn_stats(model, (images for images, _ in loader), args.batches)
     save_checkpoint({"model": model.state_dict(), "class_names": dataset.class_names}, args.out)
     print(f"wrote {args.out} (BN statistics over {min(args.batches, len(loader))} batches)")

@@ -12,11 +12,11 @@ from tqdm import tqdm
 from detres.cli import run_main
 from detres.config import load_config
 from detres.data.classification import build_cls_dataset
-from detres.engine.checkpoint import load_checkpoint
-from detres.engine.distributed import resolve_device
+from detres.distributed import resolve_device
 from detres.errors import CheckpointError
 from detres.evaluation.classification import CLS_MODES, evaluate_classifier, transform_for_mode
 from detres.evaluation.metrics_file import format_metrics, write_metrics
+from detres.io.checkpoint import load_checkpoint
 from detres.modeling.resnet import build_resnet
 
 

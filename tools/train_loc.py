@@ -15,8 +15,8 @@ import torch
 from detres.cli import run_main
 from detres.config import load_config
 from detres.data.demo_data import ensure_demo_data
-from detres.engine.distributed import cleanup, is_main_process
-from detres.localization.train import train_rcnn, train_rpn
+from detres.distributed import cleanup, is_main_process
+from detres.engine.loc_trainer import train_rcnn, train_rpn
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ for the file's own channels (IMREAD_UNCHANGED) — needed to see 16-bit and alph
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from detres.errors import DataError
 
+log = logging.getLogger("detres.data")
 DEFAULT_MAX_PIXELS = 100_000_000
 PILLOW_MODES = {"CMYK", "P", "PA", "LA", "1"}  # decoded by Pillow: OpenCV gets their colours wrong or fails
 
@@ -104,6 +106,17 @@ def _is_truncated_jpeg(data: np.ndarray) -> bool:
     return not (tail.size >= 2 and tail[-2] == 0xFF and tail[-1] == 0xD9)
 
 
+def sync_opencv_log_level() -> None:
+    """OpenCV's own console messages follow detres's logging: silent by default, its warnings shown when the
+    `detres.data` logger is at DEBUG. OpenCV writes to stderr from C++ with no Python hook, so its level is all
+    that can be routed; without this, a GeoTIFF's unknown tags print `[ WARN:0] ... TIFF_Warning` lines that a
+    user takes for a detres error. Cheap: one C call, made only when the wanted level changes."""
+    wanted = cv2.utils.logging.LOG_LEVEL_WARNING if log.isEnabledFor(logging.DEBUG) else \
+        cv2.utils.logging.LOG_LEVEL_SILENT
+    if cv2.utils.logging.getLogLevel() != wanted:
+        cv2.utils.logging.setLogLevel(wanted)
+
+
 def read_image_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read any image file as uint8 RGB [H, W, 3], upright per EXIF; DataError for unreadable or too large."""
     path = Path(path)
@@ -122,6 +135,7 @@ def read_image_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIX
     data = np.fromfile(str(path), dtype=np.uint8)
     if _is_truncated_jpeg(data):
         raise DataError(f"{path}: truncated JPEG (no end-of-image marker); the file was cut short, re-copy it")
+    sync_opencv_log_level()
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.size == 0:
         raise DataError(f"{path}: not a readable image (corrupt, truncated, or not an image format)")

@@ -3,7 +3,8 @@
 Failures in worker processes come back as one clear error raised where the batch is requested: an unreadable
 image is already replaced by the dataset (and logged by the worker); a UserError raised in a worker keeps its
 own message (PyTorch would prefix the worker's whole traceback); a worker that dies (killed by the
-out-of-memory killer, or crashed in native code) becomes a LoaderWorkerError that says what to do.
+out-of-memory killer, or crashed in native code) or hangs (no batch within `data.loader_timeout` seconds)
+becomes a LoaderWorkerError that says what to do. Every loader with workers in detres is a CheckedLoader.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from detres.engine import distributed as dist
-from detres.errors import UserError
+from detres import distributed as dist
+from detres.errors import ConfigError, UserError
 
-# what PyTorch's dead-worker RuntimeErrors say (torch/utils/data/dataloader.py, _utils/signal_handling.py)
-_WORKER_DEATH_MARKERS = ("DataLoader worker (pid", "DataLoader timed out")
+# what PyTorch's dead-worker and timeout RuntimeErrors say (torch/utils/data/dataloader.py, _utils/signal_handling.py)
+_WORKER_DEATH_MARKER = "DataLoader worker (pid"
+_TIMEOUT_MARKER = "DataLoader timed out"
 _deferred_failures: list[str] = []  # dead-worker reports caught in the SIGCHLD handler, raised at the next batch
 _deferring = False
 
 
 class LoaderWorkerError(UserError):
-    """A data loader worker process died; the batches it was preparing are lost."""
+    """A data loader worker process died or hung; the batches it was preparing are lost."""
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -75,8 +77,17 @@ def collate_lists(batch):
     return list(images), list(targets), list(metas)
 
 
-class DetectionLoader(DataLoader):
-    """A DataLoader whose worker failures surface as clear errors at the batch request (see the module doc)."""
+class CheckedLoader(DataLoader):
+    """A DataLoader whose worker failures surface as clear errors at the batch request (see the module doc).
+
+    `timeout` (seconds) applies only with workers: PyTorch allows none in a single process.
+    """
+
+    def __init__(self, *args, timeout: float = 0.0, **kwargs) -> None:
+        workers = kwargs.get("num_workers", 0)
+        if workers > 0 and not timeout > 0:
+            raise ConfigError(f"data.loader_timeout={timeout} must be a positive number of seconds (default 300)")
+        super().__init__(*args, timeout=timeout if workers > 0 else 0.0, **kwargs)
 
     def __iter__(self) -> Iterator:
         _deferred_failures.clear()  # reports about earlier loaders' workers: those loaders raise their own
@@ -90,7 +101,9 @@ class DetectionLoader(DataLoader):
             except StopIteration:
                 return
             except RuntimeError as exc:
-                if not any(marker in str(exc) for marker in _WORKER_DEATH_MARKERS):
+                if _TIMEOUT_MARKER in str(exc):
+                    raise _worker_hung(self.timeout) from None
+                if _WORKER_DEATH_MARKER not in str(exc):
                     raise
                 raise _worker_died(str(exc)) from None
             except UserError as exc:
@@ -109,6 +122,15 @@ def _worker_died(report: str) -> LoaderWorkerError:
         f"a data loader worker process died ({detail}). Usual causes: the out-of-memory killer (lower "
         "data.num_workers or solver.ims_per_batch) or a crash inside an image decoder on a corrupt file (set "
         "data.num_workers=0 to see which file). A training run continues from its last checkpoint with --resume")
+
+
+def _worker_hung(timeout: float) -> LoaderWorkerError:
+    """The error for a worker that sent no batch within the timeout (a stalled network disk, a stuck decoder)."""
+    return LoaderWorkerError(
+        f"no batch arrived from the data loader workers within data.loader_timeout={timeout:g} s: a worker hung "
+        "(a stalled network file system, or an image decoder stuck on a file). If reading is just slow, raise "
+        f"data.loader_timeout (for example data.loader_timeout={max(2 * timeout, 600):g}); to find the file, set "
+        "data.num_workers=0. A training run continues from its last checkpoint with --resume")
 
 
 def _raise_deferred_failure() -> None:
@@ -139,7 +161,7 @@ def _defer_worker_failure_reports() -> None:
 
     PyTorch raises its dead-worker RuntimeError from inside its SIGCHLD handler, that is in the middle of any
     code the main process runs (a forward pass, a checkpoint write), where it cannot be told from a bug. Wrapped,
-    the handler keeps PyTorch's report and DetectionLoader raises it, named, at the next batch; a loader also
+    the handler keeps PyTorch's report and CheckedLoader raises it, named, at the next batch; a loader also
     finds a dead worker on its own within seconds while it waits for data. Installed once, from the main
     thread, after PyTorch installed its own handler.
     """
@@ -161,8 +183,9 @@ def _defer_worker_failure_reports() -> None:
 
 
 def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers: int, aspect_ratio_grouping: bool,
-                           seed: int, distributed: bool) -> DataLoader:
-    """Loader of (images, targets, metas) lists; `batch_size` is per process."""
+                           seed: int, distributed: bool, timeout: float = 300.0) -> DataLoader:
+    """Loader of (images, targets, metas) lists; `batch_size` is per process; `timeout`: seconds a worker may take
+    for a batch (data.loader_timeout)."""
     sampler = GroupedBatchSampler(dataset.aspect_ratios(), batch_size=batch_size, shuffle=train,
                                   group=aspect_ratio_grouping, seed=seed,
                                   rank=dist.rank() if distributed else 0,
@@ -174,9 +197,9 @@ def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers
         cv2.setNumThreads(1)
     # an own generator: creating an iterator draws a worker seed, which must not consume the global RNG that
     # the RoI sampling uses (a resumed run would otherwise sample differently from an uninterrupted one)
-    return DetectionLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_lists,
-                           persistent_workers=False, worker_init_fn=_seed_worker,
-                           generator=torch.Generator().manual_seed(seed))
+    return CheckedLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_lists,
+                         persistent_workers=False, worker_init_fn=_seed_worker, timeout=timeout,
+                         generator=torch.Generator().manual_seed(seed))
 
 
 def _seed_worker(worker_id: int) -> None:

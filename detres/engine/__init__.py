@@ -1,1 +1,1 @@
-"""Training loop, checkpoints, distributed setup and logging."""
+"""Training loops, the inference loop, the solver, run folders and process memory."""

@@ -16,14 +16,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from detres import distributed as dist
 from detres.config import Config, config_to_dict
 from detres.data.classification import build_cls_dataset
-from detres.engine import distributed as dist
-from detres.engine.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
+from detres.data.loader import CheckedLoader
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
 from detres.errors import UserError
 from detres.evaluation.classification import evaluate_classifier, transform_for_mode
+from detres.io.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
 from detres.modeling.resnet import ResNet, build_resnet
 
 log = logging.getLogger("detres.cls")
@@ -42,8 +43,8 @@ def _loader(dataset, cfg: Config, epoch: int, distributed: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         sampler = RandomSampler(dataset, generator=generator)
     dataset.set_epoch(epoch)
-    return DataLoader(dataset, batch_size=per_process, sampler=sampler, num_workers=cfg.data.num_workers,
-                      drop_last=True, persistent_workers=False)
+    return CheckedLoader(dataset, batch_size=per_process, sampler=sampler, num_workers=cfg.data.num_workers,
+                         drop_last=True, persistent_workers=False, timeout=cfg.data.loader_timeout)
 
 
 def _epochs(cfg: Config, batches_per_epoch: int) -> int:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from detres.engine import distributed as dist
+from detres import distributed as dist
 
 
 def to_original(det: dict[str, torch.Tensor], meta: dict) -> dict[str, np.ndarray]:

@@ -6,8 +6,8 @@ import os
 
 from detres.config import Config, config_from_dict
 from detres.data.records import ClassMap
-from detres.engine.checkpoint import load_checkpoint
 from detres.errors import CheckpointError
+from detres.io.checkpoint import load_checkpoint
 from detres.modeling.fast_inference import optimize_for_inference
 from detres.modeling.faster_rcnn import FasterRCNN, build_faster_rcnn
 

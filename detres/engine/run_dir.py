@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from detres.config import Config, save_config
-from detres.engine.checkpoint import latest_checkpoint
 from detres.errors import UserError
+from detres.io.checkpoint import latest_checkpoint
 
 
 def prepare_run_dir(cfg: Config, resume: bool) -> Path | None:

@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from detres import distributed as dist
 from detres.config import Config
-from detres.engine import distributed as dist
+from detres.engine.memory import peak_rss_mb
 from detres.errors import ConfigError
-from detres.perf.memory import peak_rss_mb
 
 log = logging.getLogger("detres.soak")
 

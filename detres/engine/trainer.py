@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from detres import distributed as dist
 from detres.config import Config, config_to_dict
 from detres.data.detection import DetectionDataset, build_detection_dataset
 from detres.data.loader import build_detection_loader
-from detres.engine import distributed as dist
-from detres.engine.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
 from detres.engine.inference import run_inference
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
 from detres.errors import UserError
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import write_metrics
+from detres.io.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
 from detres.modeling.faster_rcnn import FasterRCNN, build_faster_rcnn
 
 log = logging.getLogger("detres.train")
@@ -55,7 +55,7 @@ def build_datasets(cfg: Config) -> tuple[DetectionDataset, DetectionDataset]:
 def eval_loader(cfg: Config, dataset: DetectionDataset, distributed: bool = False):
     return build_detection_loader(dataset, batch_size=cfg.test.ims_per_batch, train=False,
                                   num_workers=cfg.data.num_workers, aspect_ratio_grouping=False, seed=cfg.seed,
-                                  distributed=distributed)
+                                  distributed=distributed, timeout=cfg.data.loader_timeout)
 
 
 def _calibration_batches(dataset: DetectionDataset, cfg: Config) -> list[torch.Tensor]:
@@ -144,7 +144,7 @@ class Trainer:
         self.loader = build_detection_loader(self.train_set, batch_size=per_process, train=True,
                                              num_workers=cfg.data.num_workers,
                                              aspect_ratio_grouping=cfg.data.aspect_ratio_grouping, seed=cfg.seed,
-                                             distributed=self.distributed)
+                                             distributed=self.distributed, timeout=cfg.data.loader_timeout)
         if len(self.loader.batch_sampler._batches()) == 0:
             raise UserError(f"the training set ({len(self.train_set)} images) is smaller than one batch of "
                             f"{per_process}; lower solver.ims_per_batch")

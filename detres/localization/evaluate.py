@@ -15,14 +15,14 @@ from tqdm import tqdm
 from detres.config import Config, config_from_dict
 from detres.data.image_io import read_image_rgb
 from detres.data.records import ClassMap
-from detres.engine.checkpoint import load_checkpoint
-from detres.engine.distributed import resolve_device
+from detres.distributed import resolve_device
 from detres.errors import CheckpointError, ConfigError
 from detres.evaluation.localization import localization_errors
+from detres.io.checkpoint import load_checkpoint
 from detres.localization.build import build_loc_rcnn, build_per_class_rpn, rcnn_checkpoint_path, rpn_checkpoint_path
 from detres.localization.data import center_crop_window, normalize, read_loc_split, resize_shorter
+from detres.localization.dense_testing import rpn_center_crop, rpn_dense
 from detres.localization.rcnn import rcnn_rescore
-from detres.localization.rpn_test import rpn_center_crop, rpn_dense
 from detres.modeling.resnet import build_resnet
 
 ROWS = {  # key: (LOC testing method, testing)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from detres.errors import ConfigError
 from detres.modeling.batchnorm import fold_frozen_bn
 from detres.modeling.roi_heads import C4RoIHead
-from detres.perf.roi_max_pool import roi_max_pool
+from detres.ops.roi_max_pool import roi_max_pool
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -70,7 +70,7 @@ def optimize_for_inference(model: nn.Module, *, precision: str = "fp32", channel
 
 
 def _fast_pool(head: C4RoIHead, features: Tensor, boxes: list[Tensor]) -> Tensor:
-    """C4RoIHead.pool for roi_pool heads, through detres.perf.roi_max_pool (bit-identical output)."""
+    """C4RoIHead.pool for roi_pool heads, through detres.ops.roi_max_pool (bit-identical output)."""
     return roi_max_pool(features, boxes, head.resolution, head.spatial_scale)
 
 

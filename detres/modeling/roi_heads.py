@@ -15,9 +15,9 @@ from detres.boxes import BoxCoder
 from detres.modeling.losses import fast_rcnn_losses
 from detres.modeling.matching import IGNORED, Matcher, sample_balanced
 from detres.modeling.postprocess import decode_predictions, select_detections
-from detres.modeling.roi_align_matrix import roi_align_matrix
 from detres.modeling.rpn import ignore_region_mask
-from detres.perf.roi_max_pool import roi_max_pool
+from detres.ops.roi_align_matrix import roi_align_matrix
+from detres.ops.roi_max_pool import roi_max_pool
 
 
 class BoxPredictor(nn.Module):
@@ -78,7 +78,7 @@ class C4RoIHead(nn.Module):
             # Bit-identical to torchvision's roi_pool; ~4x faster on CPU at inference (falls back to it for autograd).
             return roi_max_pool(features, boxes, self.resolution, self.spatial_scale)
         if features.requires_grad and features.device.type == "cpu":
-            # Same numbers as torchvision's roi_align; its CPU backward is a single-threaded loop (roi_align_matrix.py)
+            # Same numbers as torchvision's roi_align, whose CPU backward is a single-threaded loop (see detres.ops)
             return roi_align_matrix(features, boxes, self.resolution, self.spatial_scale, self.sampling_ratio)
         # torchvision's roi_align wants rois in the features' dtype: reduced-precision features pool in float32
         pooled = roi_align(features.float() if reduced else features, boxes, self.resolution, self.spatial_scale,

@@ -6,8 +6,8 @@ import os
 
 import torch
 
-from detres.engine.checkpoint import load_checkpoint
 from detres.errors import CheckpointError
+from detres.io.checkpoint import load_checkpoint
 from detres.modeling.resnet import ResNet
 
 

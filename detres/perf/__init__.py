@@ -1,1 +1,1 @@
-"""Benchmarking: a torchvision FasterRCNN peer built from detres's weights, timing, memory and FLOP counting."""
+"""Benchmarking: a torchvision FasterRCNN peer built from detres's weights, timing and FLOP counting."""

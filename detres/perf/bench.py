@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from detres.config import Config, load_config, save_config
-from detres.engine.checkpoint import load_checkpoint
-from detres.engine.distributed import resolve_device
+from detres.distributed import resolve_device
 from detres.errors import CheckpointError, UserError
+from detres.io.checkpoint import load_checkpoint
 from detres.modeling.fast_inference import optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.agreement import compare_detections

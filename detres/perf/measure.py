@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from detres.perf.memory import peak_rss_mb, reset_peak_rss
+from detres.engine.memory import peak_rss_mb, reset_peak_rss
 from detres.perf.timing import count_flops, synchronize
 
 

@@ -20,16 +20,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from detres.config import Config, SolverConfig, config_to_dict
 from detres.data.image_io import read_image_rgb
-from detres.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_last_pointer
-from detres.engine.distributed import barrier, init_distributed, is_main_process, rank, resolve_device, world_size
+from detres.data.loader import CheckedLoader
+from detres.distributed import barrier, init_distributed, is_main_process, rank, resolve_device, world_size
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
 from detres.errors import ConfigError, DataError
+from detres.io.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_last_pointer
 from detres.localization.build import build_loc_rcnn, build_per_class_rpn, rpn_checkpoint_path, stage_dir
 from detres.localization.data import LocCropDataset, collate_crops, read_loc_split
+from detres.localization.dense_testing import rpn_dense
 from detres.localization.per_class_rpn import per_class_rpn_loss
 from detres.localization.rcnn import BalancedRoIBatchSampler, RoICropDataset, label_proposals, rcnn_loss
-from detres.localization.rpn_test import rpn_dense
 from detres.modeling.matching import Matcher
 
 
@@ -156,9 +157,10 @@ def train_rpn(cfg: Config, *, resume: bool = False) -> Path:
                              max_pixels=inp.max_pixels)
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=True) if distributed else None
-    loader = DataLoader(dataset, batch_size=_per_process(cfg.solver.ims_per_batch, "solver.ims_per_batch"),
-                        shuffle=sampler is None, sampler=sampler, drop_last=True, num_workers=cfg.data.num_workers,
-                        collate_fn=collate_crops, generator=generator, persistent_workers=cfg.data.num_workers > 0)
+    loader = CheckedLoader(dataset, batch_size=_per_process(cfg.solver.ims_per_batch, "solver.ims_per_batch"),
+                           shuffle=sampler is None, sampler=sampler, drop_last=True, num_workers=cfg.data.num_workers,
+                           collate_fn=collate_crops, generator=generator, persistent_workers=cfg.data.num_workers > 0,
+                           timeout=cfg.data.loader_timeout)
     predictor = build_per_class_rpn(cfg)
     model = _wrap(predictor.model.to(device), device)
     rpn = cfg.model.rpn
@@ -239,7 +241,8 @@ def train_rcnn(cfg: Config, *, resume: bool = False) -> Path:
     sampler = BalancedRoIBatchSampler(dataset.labels(), batch_size=_per_process(cfg.loc.rcnn_batch_size,
                                       "loc.rcnn_batch_size"), fg_fraction=cfg.loc.rcnn_fg_fraction,
                                       num_batches=solver.max_iter, seed=cfg.seed + 1000 * rank())
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers)
+    loader = CheckedLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                           timeout=cfg.data.loader_timeout)
     fg = int((dataset.labels() > 0).sum())
     if is_main_process():
         print(f"[rcnn] {len(entries)} RoIs ({fg} foreground) from {len(records)} images", flush=True)

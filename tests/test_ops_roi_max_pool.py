@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.ops import roi_pool
 
-from detres.perf.roi_max_pool import _odd_sizes, roi_max_pool
+from detres.ops.roi_max_pool import _odd_sizes, roi_max_pool
 
 
 def _random_boxes(count: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from detres.modeling.roi_align_matrix import roi_align_matrix
+from detres.ops.roi_align_matrix import roi_align_matrix
 
 
 def _boxes(count: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
