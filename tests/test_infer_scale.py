@@ -150,14 +150,16 @@ def test_resume_after_kill_9_finishes_each_image_once_and_equals_an_uninterrupte
     resumed = _run(_cmd(tiny_ckpt, photos, out, "--resume", "--workers", "0"))  # other workers: same run
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads((out / "detections.json").read_text())
-    assert report["resumed_images"] == finished  # nothing finished was done again
+    assert report["resumed_images"] == finished
+    assert report["memory"]["final_step"] == N_IMAGES + 1 - finished  # nothing finished was done again
     assert _results(out) == reference  # each image once, none lost, the torn record ignored
     assert not list(out.glob("journal-rank*.jsonl")) and not list(out.glob(".*.tmp"))
     assert sorted(p.name for p in out.iterdir()) == sorted([*reference["outputs"].values(), "detections.json"])
 
     again = _run(_cmd(tiny_ckpt, photos, out, "--resume"))  # a finished run resumes to nothing to do
-    assert again.returncode == 0 and json.loads((out / "detections.json").read_text())["resumed_images"] == \
-        N_IMAGES + 1
+    assert again.returncode == 0, again.stderr[-2000:]
+    report = json.loads((out / "detections.json").read_text())
+    assert report["resumed_images"] == N_IMAGES + 1 and report["memory"]["final_step"] == 0
     assert _results(out) == reference
 
 
@@ -167,7 +169,8 @@ def test_two_torchrun_processes_write_the_same_detections_json_as_one(tiny_ckpt,
     done = _run(_cmd(tiny_ckpt, photos, out, launcher=launcher))
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "detections.json").read_text())
-    assert report["ranks"] == 2 and len(report["memory_per_rank"]) == 2
+    assert report["ranks"] == 2  # each rank did its half of the images, none twice
+    assert [memory["final_step"] for memory in report["memory_per_rank"]] == [(N_IMAGES + 2) // 2, (N_IMAGES + 1) // 2]
     assert _results(out) == reference
     assert sorted(p.name for p in out.iterdir()) == sorted([*reference["outputs"].values(), "detections.json"])
 

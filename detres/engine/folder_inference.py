@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -111,34 +111,43 @@ def run_config(cfg: Config) -> dict:
     return {"model": full["model"], "test": full["test"], "data.input": full["data"]["input"]}
 
 
-def _finished(output_dir: Path, header: dict, resume: bool) -> dict[str, dict]:
-    """Records of the images earlier runs finished (journals, or a complete report of the same run), by path.
+def _earlier_run(output_dir: Path, header: dict, resume: bool) -> tuple[list[Path], bool]:
+    """(the journals of earlier runs, whether the report of a finished run holds results) that `resume` continues.
 
     Without `resume` an output folder holding a journal is refused: mixing two runs' results silently is worse
-    than asking."""
+    than asking. Journals, when there are any, hold every finished image (an older report is not this run's)."""
     journals = journal_files(output_dir)
     if journals and not resume:
         raise UserError(f"--output {output_dir} holds the journal of an unfinished run ({journals[0].name}); "
                         "pass --resume to continue it, or choose another --output")
-    if not resume:
-        return {}
-    done: dict[str, dict] = {}
-    report = output_dir / REPORT_NAME
-    if report.is_file():
-        try:
-            previous = json.loads(report.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            previous = {}
-        if isinstance(previous, dict) and "run" in previous:  # a finished run: its report is its journal
-            check_header(previous["run"], header, report)
-            done.update({image: {"image": image, "detections": dets}
-                         for image, dets in previous.get("detections", {}).items()})
-            done.update({image: {"image": image, "failed": reason}
-                         for image, reason in previous.get("failed_reasons", {}).items()})
+    if not resume or journals:
+        return journals, False
+    previous = _previous_report(output_dir)
+    if previous is None:
+        return [], False
+    check_header(previous["run"], header, output_dir / REPORT_NAME)
+    return [], True
+
+
+def _previous_report(output_dir: Path) -> dict | None:
+    """The report of a finished run in `output_dir` (its "run" header is what --resume checks), if there is one."""
+    try:
+        previous = json.loads((output_dir / REPORT_NAME).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return previous if isinstance(previous, dict) and isinstance(previous.get("run"), dict) else None
+
+
+def _records(output_dir: Path, header: dict, journals: list[Path], use_report: bool) -> Iterator[dict]:
+    """Every finished-image record of the earlier runs: the finished report's (`use_report`), then the journals'."""
+    if use_report:
+        previous = _previous_report(output_dir) or {}
+        for image, dets in previous.get("detections", {}).items():
+            yield {"image": image, "detections": dets}
+        for image, reason in previous.get("failed_reasons", {}).items():
+            yield {"image": image, "failed": reason}
     for path in journals:
-        for record in read_journal(path, header):
-            done.setdefault(record["image"], record)
-    return done
+        yield from read_journal(path, header)
 
 
 def _merge(done: dict[str, dict], keys: list[str], names: dict[str, str], draw: bool) -> dict:
@@ -176,8 +185,8 @@ def infer_folder(predictor: Predictor, class_map: ClassMap, cfg: Config, device:
     header = make_header(input_dir=input_dir, relatives=relatives, config=run_config(cfg),
                          model_sha256=model_sha256, score_thr=score_thr, draw=draw)
     output_dir.mkdir(parents=True, exist_ok=True)
-    done = _finished(output_dir, header, resume)
-    resumed = len(done)
+    journals, use_report = _earlier_run(output_dir, header, resume)
+    done = {record["image"] for record in _records(output_dir, header, journals, use_report)}  # names only
     dist.barrier()  # every rank has read the same journals before any rank appends to its own
     rank, world = dist.rank(), dist.world_size()
     todo = [i for i, key in enumerate(keys) if key not in done][rank::world]
@@ -208,14 +217,14 @@ def infer_folder(predictor: Predictor, class_map: ClassMap, cfg: Config, device:
     if not dist.is_main_process():
         dist.barrier()  # rank 0 merges
         return None
-    for path in journal_files(output_dir):
-        for record in read_journal(path, header):
-            done.setdefault(record["image"], record)
+    records: dict[str, dict] = {}
+    for record in _records(output_dir, header, journal_files(output_dir), use_report):
+        records.setdefault(record["image"], record)  # the same image twice (never expected): the first counts
     elapsed = time.perf_counter() - tic
     detected_total = sum(s["detected"] for s in stats)
-    report = {**_merge(done, keys, names, draw), "images_per_second": detected_total / max(elapsed, 1e-9),
+    report = {**_merge(records, keys, names, draw), "images_per_second": detected_total / max(elapsed, 1e-9),
               "seconds": round(elapsed, 3), "memory": stats[0]["memory"], "ranks": world,
-              "resumed_images": resumed, "run": header}
+              "resumed_images": len(done), "run": header}
     if world > 1:
         report["memory_per_rank"] = [s["memory"] for s in stats]
     write_file_atomic(output_dir / REPORT_NAME, json.dumps(report, indent=1).encode())
