@@ -14,8 +14,9 @@ from pycocotools.cocoeval import COCOeval
 from detres.analysis.cocoeval_runs import coco_from_dataset, detections_coco, mean_ap, run_cocoeval
 
 # width / height bins: [low, high) with labels; 1:1 sits in the middle
-ASPECT_BINS = [("tall (<1:2)", 0.0, 0.5), ("tallish (1:2-4:5)", 0.5, 0.8), ("square (4:5-5:4)", 0.8, 1.25),
-               ("wideish (5:4-2:1)", 1.25, 2.0), ("wide (>2:1)", 2.0, 1e6)]
+ASPECT_BINS = [("tall", 0.0, 0.5), ("tallish", 0.5, 0.8), ("square", 0.8, 1.25), ("wideish", 1.25, 2.0),
+               ("wide", 2.0, 1e6)]
+ASPECT_HELP = "width / height: tall < 1:2 <= tallish < 4:5 <= square < 5:4 <= wideish < 2:1 <= wide"
 
 
 def _aspect(bbox: list[float]) -> float:

@@ -57,7 +57,7 @@ def score_curves(thresholds, precision, recall, f1, best: float, title: str, out
 def hoiem_areas(curves: np.ndarray, title: str, out_dir: Path, name: str) -> str:
     """The seven stacked PR areas of the classic COCO analysis, the area of each in the legend."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    colours = ["#ffffff", "#3a75b0", "#6fb1e4", "#6a3d9a", "#cab2d6", "#fdbf6f", "#e31a1c"]
+    colours = ["#1f4e89", "#6fb1e4", "#33a02c", "#6a3d9a", "#cab2d6", "#fdbf6f", "#e31a1c"]
     below = np.zeros(101)
     for i, kind in enumerate(KINDS):
         curve = np.nan_to_num(curves[i])

@@ -13,13 +13,14 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detres.analysis import coco_errors, plots, tide
-from detres.analysis.breakdown import ap_by_aspect, ap_by_size
+from detres.analysis.breakdown import ASPECT_HELP, ap_by_aspect, ap_by_size
 from detres.analysis.cocoeval_runs import FlaggedCOCOeval, detections_coco
 from detres.analysis.confusion import confusion_matrix
 from detres.analysis.html_page import esc, figures, page, table, write_site
 from detres.analysis.pr import matches_of, pr_curve, score_curve
 from detres.analysis.worst_images import DET_COLOURS, GT_COLOURS, draw_pair, image_losses, write_pair
 from detres.data.records import ClassMap, DetRecord
+from detres.errors import DataError
 from detres.evaluation.coco import STAT_NAMES, category_ids, coco_from_records
 from detres.evaluation.voc import evaluate_voc
 
@@ -166,10 +167,11 @@ def _page(tmp: Path, rep: dict, hoiem_all, hoiem, names, matrix, size, aspect, t
                      ["images / objects / detections",
                       f"{rep['num_images']} / {rep['num_objects']} / {rep['num_detections']}"]]
     err_rows = [[kind, rep[f"errors/{kind}"], rep[f"errors/count/{kind}"]] for kind in tide.ERROR_TYPES]
-    summary = (table(["metric", "value"], summary_rows, table_id="summary", digits=3)
-               + "<p>AP in percent (COCO: IoU .50:.95 unless named; VOC07: 11-point at IoU .5; VOC12: all-point).</p>"
-               + "<h3>Where the AP50 goes (TIDE-style dAP)</h3>"
-               + table(["error", "dAP50 (AP points)", "count"], err_rows, table_id="errors", digits=2))
+    summary = ('<div class="figs"><div>' + table(["metric", "value"], summary_rows, table_id="summary", digits=3)
+               + "<p class='note'>AP in percent (COCO: IoU .50:.95 unless named; VOC07: 11-point at IoU .5; "
+               "VOC12: all-point).</p></div><div><b>Where the AP50 goes (TIDE-style dAP)</b>"
+               + table(["error", "dAP50 (AP points)", "count"], err_rows, table_id="errors", digits=2)
+               + "</div></div>")
     cols = ["AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07", "VOC12", "num_gt"]
     class_rows = [[name, *[rep[f"class/{name}/{c}"] for c in cols]] for name in classes]
     per_class = ("<p>Click a column header to sort.</p>"
@@ -204,13 +206,17 @@ def _page(tmp: Path, rep: dict, hoiem_all, hoiem, names, matrix, size, aspect, t
     size_png = plots.bars({k: v["AP"] for k, v in size.items()}, "AP by object size (COCO areas)",
                           "AP (percent)", figs, "ap_size", xlabel="object area (px²): <32², 32²-96², >96²")
     aspect_png = plots.bars({k: v["AP"] for k, v in aspect.items()}, "AP by aspect ratio", "AP (percent)", figs,
-                            "ap_aspect", xlabel="object width / height")
+                            "ap_aspect", xlabel=ASPECT_HELP)
     bins_rows = [[f"size: {k}", v["AP"], v["AP50"], v["num_gt"]] for k, v in size.items()]
     bins_rows += [[f"aspect: {k}", v["AP"], v["AP50"], v["num_gt"]] for k, v in aspect.items()]
     worst_html = []
     for rank, w in enumerate(rep["worst/images"]):
         name = f"images/worst_{rank:02d}_{w['image_id']}.jpg"
-        write_pair(tmp / name, draw(w["image_id"]))
+        try:
+            write_pair(tmp / name, draw(w["image_id"]))
+        except DataError as exc:  # the images are optional for an analysis: say which is missing, draw the rest
+            worst_html.append(f"<p>#{rank + 1}: image {w['image_id']}: not drawn ({esc(exc)})</p>")
+            continue
         worst_html.append(f'<div class="pair"><p>#{rank + 1}: image {w["image_id"]}: {w["fp"]} false positives, '
                           f'{w["fn"]} missed</p><img src="{esc(name)}" alt="image {w["image_id"]}"></div>')
     legend = "".join(f'<span style="border:2px solid rgb{c}">{esc(k)}</span>' for k, c in DET_COLOURS.items())

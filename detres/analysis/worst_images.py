@@ -41,7 +41,10 @@ def _draw(rgb: np.ndarray, boxes: list[tuple[list[float], tuple[int, int, int], 
         p1 = (int(round(x * scale)), int(round(y * scale)))
         p2 = (int(round((x + w) * scale)), int(round((y + h) * scale)))
         cv2.rectangle(out, p1, p2, colour, 2)
-        cv2.putText(out, text, (p1[0] + 2, max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        top = max(0, p1[1] - th - 4)
+        cv2.rectangle(out, (p1[0], top), (p1[0] + tw + 4, top + th + 4), colour, -1)
+        cv2.putText(out, text, (p1[0] + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
                     cv2.LINE_AA)
     return out
 
