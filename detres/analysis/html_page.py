@@ -27,7 +27,8 @@ figcaption { font-size: .85em; color: #555; } .note { color: #555; font-size: .9
 
 # Click a column header to sort by it (numbers numerically, NaN and text last); click again to reverse.
 SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+document.querySelectorAll('table.sortable th').forEach(function (th) {
+  var col = th.cellIndex;
   th.addEventListener('click', function () {
     var table = th.closest('table'), body = table.tBodies[0];
     var asc = !th.classList.contains('sorted-asc');
