@@ -168,6 +168,7 @@ class TestConfig:
     ims_per_batch: int = 1
     precision: str = "fp32"  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast)
     eval_metrics: list[str] = field(default_factory=list)  # default: by dataset format
+    coco_backend: str = "pycocotools"  # pycocotools (the reference) | faster_coco_eval (C++ COCOeval, same stats)
     # App. B
     box_refine: bool = False
     box_vote: bool = True  # with box_refine: score-weighted voting after NMS

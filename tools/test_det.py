@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from detres.analysis.report import analyze
 from detres.cli import run_main
 from detres.config import load_config
 from detres.data.detection import build_detection_dataset
@@ -31,6 +32,8 @@ def main() -> int:
     parser.add_argument("--cfg", required=True)
     parser.add_argument("--ckpt", action="append", required=True, help="checkpoint; repeat for an ensemble")
     parser.add_argument("--out", help="metrics json (detections go next to it as *_detections.json)")
+    parser.add_argument("--report", help="also write the analysis report (index.html, report.json) to this folder, "
+                                         "e.g. runs/demo_report (default: none)")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE, e.g. test.box_refine=true test.multiscale=true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -43,7 +46,8 @@ def main() -> int:
     detections = run_inference(detector, eval_loader(cfg, dataset), device=device,
                                autocast_dtype=autocast_dtype(cfg.test.precision, device))
     metrics = evaluate_detections(dataset, detections, cfg.test.eval_metrics or default_metrics(cfg.data.test.format),
-                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None)
+                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
+                                  coco_backend=cfg.test.coco_backend)
     print(format_metrics(metrics))
     if "voc07/mAP" in metrics:
         print(paper_table_row(metrics, dataset.class_map.names))
@@ -55,6 +59,11 @@ def main() -> int:
         tmp.write_text(json.dumps(results))
         tmp.replace(dets_path)
         print(f"wrote {out} and {Path(dets_path)}")
+    if args.report:
+        analyze(dataset.records, dataset.class_map, detections_to_coco_results(detections, dataset.class_map),
+                args.report, coco_gt_file=cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
+                title=f"Evaluation of {', '.join(Path(c).name for c in args.ckpt)} on {args.cfg}")
+        print(f"wrote the report {Path(args.report) / 'index.html'}")
     return 0
 
 

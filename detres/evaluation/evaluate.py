@@ -23,10 +23,12 @@ def default_metrics(dataset_format: str) -> list[str]:
 
 
 def evaluate_records(records: list[DetRecord], class_map: ClassMap, detections: dict[int, dict],
-                     metrics: list[str], coco_gt_file: str | None = None) -> dict[str, float]:
+                     metrics: list[str], coco_gt_file: str | None = None, *,
+                     coco_backend: str = "pycocotools") -> dict[str, float]:
     """Flat metrics dict (percent). detections: {image_id: dict(boxes XYXY original pixels, scores, labels)};
     images without an entry count as having no detection. COCO metrics use the original json when given
-    (its 'area' fields decide small/medium/large exactly as a direct pycocotools run)."""
+    (its 'area' fields decide small/medium/large exactly as a direct pycocotools run).
+    coco_backend: pycocotools | faster_coco_eval (test.coco_backend)."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
@@ -38,7 +40,7 @@ def evaluate_records(records: list[DetRecord], class_map: ClassMap, detections: 
                     gt = COCO(str(Path(coco_gt_file)))
             else:
                 gt = coco_from_records(records, class_map)
-            out.update(evaluate_coco(gt, detections_to_coco_results(detections, class_map)))
+            out.update(evaluate_coco(gt, detections_to_coco_results(detections, class_map), backend=coco_backend))
         elif metric in ("voc07", "voc"):
             out.update(evaluate_voc(records, detections, class_map.names, use_07=metric == "voc07"))
         else:
@@ -47,6 +49,7 @@ def evaluate_records(records: list[DetRecord], class_map: ClassMap, detections: 
 
 
 def evaluate_detections(dataset, detections: dict[int, dict], metrics: list[str],
-                        coco_gt_file: str | None = None) -> dict[str, float]:
+                        coco_gt_file: str | None = None, *, coco_backend: str = "pycocotools") -> dict[str, float]:
     """`evaluate_records` on a DetectionDataset."""
-    return evaluate_records(dataset.records, dataset.class_map, detections, metrics, coco_gt_file)
+    return evaluate_records(dataset.records, dataset.class_map, detections, metrics, coco_gt_file,
+                            coco_backend=coco_backend)

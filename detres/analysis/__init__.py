@@ -1,0 +1,1 @@
+"""Evaluation analysis: PR curves, error breakdowns, confusion matrix, worst images and the HTML report."""
