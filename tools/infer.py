@@ -26,7 +26,7 @@ from detres.config import load_config
 from detres.data.image_io import read_image_rgb
 from detres.data.transforms import prepare_image
 from detres.distributed import resolve_device
-from detres.engine.loading import load_detector
+from detres.engine.predictor import build_predictor
 from detres.engine.soak import MemoryTrace
 from detres.errors import DataError, UserError
 from detres.modeling.fast_inference import autocast_dtype
@@ -165,7 +165,9 @@ def infer_folder(model, class_map, cfg, device: torch.device, input_dir: Path, o
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run a trained detector over a folder of images.")
     parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--ckpt", default="", help="detection checkpoint, e.g. runs/demo/model_final.pth (or --model)")
+    parser.add_argument("--model", default=None, help="a tools/export.py folder run with test.backend=onnxruntime|"
+                        "openvino (or torch for a .pt2), e.g. runs/demo/export; default: none, use --ckpt")
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--score-thr", type=float, default=0.5, help="draw and report detections above this score")
@@ -175,7 +177,8 @@ def main() -> int:
     check_folders(args.input, args.output)
     cfg = load_config(args.cfg, args.overrides)
     device = resolve_device(cfg.device)
-    model, class_map, _ = load_detector(args.ckpt, cfg, optimize=True)
+    model = build_predictor(cfg, ckpts=[args.ckpt] if args.ckpt else [], model_dir=args.model, device=device)
+    class_map = model.class_map
     model.to(device)
     report = infer_folder(model, class_map, cfg, device, args.input, args.output, args.score_thr)
     write_file_atomic(args.output / "detections.json", json.dumps(report, indent=1).encode())

@@ -97,6 +97,7 @@ def write_info(folder: Path, info: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{INFO_FILE}.", dir=folder)
     with os.fdopen(fd, "w") as handle:
         json.dump(info, handle, indent=1)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 

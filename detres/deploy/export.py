@@ -20,12 +20,13 @@ from detres.config import Config
 from detres.data.records import ClassMap
 from detres.deploy.artifact import FORMATS, INFO_FILE, build_info, write_info
 from detres.deploy.graph import ExportableDetector
+from detres.deploy.inputs import MAX_SIDE, MIN_SIDE
 from detres.errors import ConfigError, UserError
 from detres.modeling.batchnorm import fold_frozen_bn
 from detres.modeling.faster_rcnn import FasterRCNN
 
 log = logging.getLogger("detres.deploy")
-MIN_SIDE, MAX_SIDE = 16, 8192  # the dynamic image sides the exported graph accepts
+
 MIN_OPSET = 16  # ONNX RoiAlign gained coordinate_transformation_mode=half_pixel (aligned=True) in opset 16
 
 
@@ -107,6 +108,7 @@ def export_detector(model: FasterRCNN, cfg: Config, class_map: ClassMap, out_dir
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=out)
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(0o644)  # mkstemp's 0600 would keep the artifact from other users of a shared model folder
     try:
         if fmt == "onnx":
             export_onnx(module, tmp, sample=_sample(cfg), opset=cfg.deploy.opset)

@@ -8,6 +8,10 @@ from torch import Tensor
 
 from detres.errors import UserError
 
+# The image sides the exported graph accepts: from 32, since it assumes a conv4_x map of at least 2x2 (torch.export
+# specializes a size-1 dimension), to 8192.
+MIN_SIDE, MAX_SIDE = 32, 8192
+
 
 def as_graph_input(image: Tensor | np.ndarray) -> np.ndarray:
     """[3, H, W] float32 normalized RGB (tensor or array) -> [1, 3, H, W] contiguous float32 array.
@@ -29,6 +33,9 @@ def as_graph_input(image: Tensor | np.ndarray) -> np.ndarray:
     if array.shape[0] != 3:
         raise UserError(f"an exported detector takes 3 channels (RGB, channel first: [3, H, W]), got "
                         f"{array.shape[0]} in shape {tuple(array.shape)}")
+    if min(array.shape[1:]) < MIN_SIDE or max(array.shape[1:]) > MAX_SIDE:
+        raise UserError(f"an exported detector takes image sides from {MIN_SIDE} to {MAX_SIDE} pixels, got "
+                        f"{tuple(array.shape[1:])}; resize with detres.data.transforms.prepare_image")
     if dtype != "float32":
         raise UserError(f"an exported detector takes float32 input normalized with the json's pixel_mean/std, got "
                         f"{dtype}; use detres.data.transforms.prepare_image")

@@ -35,6 +35,7 @@ def quantize_openvino(onnx_path: Path, calibration: Sequence[Tensor], out_dir: P
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".int8.") as tmp:
         staged = Path(tmp) / INT8_FILE
         ov.save_model(quantized, str(staged), compress_to_fp16=False)
+        os.chmod(tmp, 0o755)
         os.replace(staged.with_suffix(".bin"), target.with_suffix(".bin"))
         os.replace(staged, target)
     return target
