@@ -30,6 +30,16 @@ log = logging.getLogger("detres.deploy")
 MIN_OPSET = 16  # ONNX RoiAlign gained coordinate_transformation_mode=half_pixel (aligned=True) in opset 16
 
 
+# torch.export captures the whole detector without a graph break, but the program it writes asserts at run time
+# that a data-dependent size (the detection candidates left after the score threshold) is >= 2: it specializes
+# sizes 0 and 1 away, so an image with 0 or 1 candidate crashes (measured: tests pass at score_thresh 0.05, fail
+# at 0.9). Until that is solved, the format is refused; `export_program` stays for whoever lifts it.
+TORCH_EXPORT_BLOCKED = ("--format torch-export is refused: torch.export captures the detector without graph breaks, "
+                        "but its .pt2 program asserts at run time that at least 2 candidate detections pass the "
+                        "score threshold ('Runtime assertion failed for expression u4 >= 2'), so an image with 0 or "
+                        "1 candidate would crash; use --format onnx (docs/deploy.md)")
+
+
 def check_exportable(cfg: Config, *, num_models: int = 1) -> None:
     """ConfigError naming the first option that the exported graph does not compute."""
     t = cfg.test
@@ -97,6 +107,8 @@ def export_detector(model: FasterRCNN, cfg: Config, class_map: ClassMap, out_dir
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     check_exportable(cfg)
+    if fmt == "torch-export":
+        raise UserError(TORCH_EXPORT_BLOCKED)
     if calibration is not None and fmt != "onnx":
         raise UserError("--int8 quantizes the ONNX graph (NNCF on OpenVINO); use --format onnx")
     out = Path(out_dir)
