@@ -167,6 +167,7 @@ class TestConfig:
     detections_per_img: int = 100
     ims_per_batch: int = 1
     precision: str = "fp32"  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast)
+    backend: str = "torch"  # torch (eager, or a .pt2 folder) | onnxruntime | openvino (docs/deploy.md)
     eval_metrics: list[str] = field(default_factory=list)  # default: by dataset format
     coco_backend: str = "pycocotools"  # pycocotools (the reference) | faster_coco_eval (C++ COCOeval, same stats)
     # App. B
@@ -205,6 +206,16 @@ class LocConfig:
 
 
 @dataclass
+class DeployConfig:
+    """Exported detectors (docs/deploy.md): how tools/export.py writes them and which one the runtimes load."""
+
+    opset: int = 18  # ONNX opset; >= 16 keeps RoIAlign's half-pixel alignment (aligned=True)
+    precision: str = "fp32"  # fp32 | int8: which artifact of an export folder test.backend=openvino runs
+    calib_images: int = 64  # training images that calibrate the int8 quantization (tools/export.py --calib)
+    threads: int = 0  # runtime intra-op threads; 0 = the runtime's default (all cores)
+
+
+@dataclass
 class OutputConfig:
     dir: str = "runs/default"
     checkpoint_period: int = 5000
@@ -224,6 +235,7 @@ class Config:
     test: TestConfig = field(default_factory=TestConfig)
     loc: LocConfig = field(default_factory=LocConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 

@@ -1,7 +1,8 @@
 """Benchmark detres against torchvision's FasterRCNN assembled as a C4 peer from the same weights.
 
     python tools/bench.py --cfg configs/coco_r101.yaml [--ckpt FILE] [--precision fp32|bf16] [--out FILE.json]
-                          [--quick] [--sweep] [--ablation] [KEY=VALUE ...]
+                          [--quick] [--sweep] [--ablation] [--backends torch,onnxruntime,openvino,int8]
+                          [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 from detres.cli import run_main
+from detres.perf.backends import parse_backends
 from detres.perf.bench import BenchOptions, run_benchmark
 from detres.perf.report import format_table
 
@@ -31,13 +33,16 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="also time proposals 100/300/1000 and shorter side 400/600/800")
     parser.add_argument("--ablation", action="store_true", help="also time each inference optimization alone")
+    parser.add_argument("--backends", default="", help="also time these runtimes at batch 1, comma list of torch, "
+                        "onnxruntime, openvino, int8 (detres exported, the peer exported at a fixed size); "
+                        "default: none, e.g. --backends torch,onnxruntime,openvino,int8")
     parser.add_argument("--out", default="", help="write the flat JSON here")
     parser.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE")
     args = parser.parse_args()
     opts = BenchOptions(cfg=args.cfg, overrides=args.overrides, ckpt=args.ckpt, precision=args.precision,
                         device=args.device, threads=args.threads, batch=args.batch, train_batch=args.train_batch,
                         warmup=args.warmup, runs=args.runs, quick=args.quick, sweep=args.sweep,
-                        ablation=args.ablation)
+                        ablation=args.ablation, backends=parse_backends(args.backends))
     results = run_benchmark(opts)
     print(format_table(results, batch=args.batch))
     if args.out:

@@ -17,7 +17,7 @@ from detres.config import load_config
 from detres.distributed import cleanup, init_distributed, resolve_device
 from detres.engine.folder_inference import infer_folder
 from detres.engine.infer_journal import path_digest
-from detres.engine.loading import load_detector
+from detres.engine.predictor import build_predictor
 from detres.io.folders import EXTENSIONS, check_folders, find_images, output_names, write_file_atomic  # noqa: F401
 
 log = logging.getLogger("detres.infer")
@@ -26,7 +26,9 @@ log = logging.getLogger("detres.infer")
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run a trained detector over a folder of images.")
     parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--ckpt", default="", help="detection checkpoint, e.g. runs/demo/model_final.pth (or --model)")
+    parser.add_argument("--model", default=None, help="a tools/export.py folder run with test.backend=onnxruntime|"
+                        "openvino (or torch for a .pt2), e.g. runs/demo/export; default: none, use --ckpt")
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--score-thr", type=float, default=0.5, help="draw and report detections above this score")
@@ -49,11 +51,10 @@ def main() -> int:
     device = resolve_device(cfg.device)
     init_distributed(device)
     try:
-        model, class_map, _ = load_detector(args.ckpt, cfg, optimize=True)
-        model.to(device)
-        report = infer_folder(model, class_map, cfg, device, args.input, args.output, args.score_thr,
+        model = build_predictor(cfg, ckpts=[args.ckpt] if args.ckpt else [], model_dir=args.model, device=device)
+        report = infer_folder(model, model.class_map, cfg, device, args.input, args.output, args.score_thr,
                               workers=workers, resume=args.resume, draw=not args.no_draw,
-                              model_sha256=path_digest(args.ckpt))
+                              model_sha256=path_digest(args.ckpt or args.model))
     finally:
         cleanup()
     if report is None:  # another rank of a torchrun job: rank 0 reports

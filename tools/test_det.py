@@ -17,20 +17,21 @@ from detres.config import load_config
 from detres.data.detection import build_detection_dataset
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
-from detres.engine.loading import load_detector
+from detres.engine.predictor import build_predictor
 from detres.engine.trainer import eval_loader
 from detres.evaluation.coco import detections_to_coco_results
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import format_metrics, write_metrics
 from detres.evaluation.voc import paper_table_row
-from detres.modeling.detector import Detector, inference_options
 from detres.modeling.fast_inference import autocast_dtype
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Evaluate detectors on the test split of the config.")
     parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", action="append", required=True, help="checkpoint; repeat for an ensemble")
+    parser.add_argument("--ckpt", action="append", default=[], help="checkpoint; repeat for an ensemble (or --model)")
+    parser.add_argument("--model", default=None, help="a tools/export.py folder run with test.backend=onnxruntime|"
+                        "openvino (or torch for a .pt2), e.g. runs/demo/export; default: none, use --ckpt")
     parser.add_argument("--out", help="metrics json (detections go next to it as *_detections.json)")
     parser.add_argument("--report", help="also write the analysis report (index.html, report.json) to this folder, "
                                          "e.g. runs/demo_report (default: none)")
@@ -39,10 +40,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.cfg, args.overrides)
     device = resolve_device(cfg.device)
-    models = [load_detector(path, cfg, optimize=True)[0].to(device) for path in args.ckpt]
+    detector = build_predictor(cfg, ckpts=args.ckpt, model_dir=args.model, device=device)
     dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
                                       pixel_std=cfg.model.backbone.pixel_std, train=False)
-    detector = Detector(models, inference_options(cfg))
     detections = run_inference(detector, eval_loader(cfg, dataset), device=device,
                                autocast_dtype=autocast_dtype(cfg.test.precision, device))
     metrics = evaluate_detections(dataset, detections, cfg.test.eval_metrics or default_metrics(cfg.data.test.format),

@@ -25,6 +25,7 @@ from detres.io.checkpoint import load_checkpoint
 from detres.modeling.fast_inference import optimize_for_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.agreement import compare_detections
+from detres.perf.backends import derive_backend_ratios, prepare_backends
 from detres.perf.calibrate import calibrate_for_benchmark
 from detres.perf.child import ChildSpec, Variant
 from detres.perf.peer import build_peer, output_layers
@@ -53,6 +54,7 @@ class BenchOptions:
     sweep: bool = False
     ablation: bool = False
     seed: int = 0
+    backends: list[str] = field(default_factory=list)  # --backends: rows per runtime (detres.perf.backends)
 
 
 def image_size(short: int, max_size: int) -> tuple[int, int]:
@@ -105,6 +107,13 @@ def run_benchmark(opts: BenchOptions, *, log=None) -> dict[str, float]:
         if not results["agree/ok"]:
             log("WARNING: detres and the peer do not compute the same function; the timings below compare "
                 "different work")
+        backend_paths: dict[str, str] = {}
+        if [b for b in opts.backends if b != "torch"]:
+            log(f"exporting detres and the peer for {', '.join(opts.backends)} ...")
+            images, _ = _images(cfg, 2, height, width, seed=opts.seed + 2)
+            calibration, _ = _images(cfg, 8, height, width, seed=opts.seed + 3)
+            backend_paths, agreement = prepare_backends(model, cfg, images, calibration, opts.backends, tmp)
+            results.update(agreement)
         del model
 
         base = ChildSpec(config=str(config_path), weights=str(weights_path), kind="timing", variants=[],
@@ -123,7 +132,13 @@ def run_benchmark(opts: BenchOptions, *, log=None) -> dict[str, float]:
                          for name, changes in ABLATIONS.items()]
         log(f"timing {', '.join(v.name for v in variants)} alternately ...")
         results.update(_run_child(dataclasses.replace(base, variants=variants), tmp))
+        if backend_paths:
+            log("timing the runtimes alternately ...")
+            results.update(_run_child(dataclasses.replace(base, kind="backends", variants=[],
+                                                          backends=[b for b in opts.backends if b != "torch"],
+                                                          backend_paths=backend_paths), tmp))
         _derive(results, opts.batch, opts.precision)
+        derive_backend_ratios(results)
         if opts.sweep:
             _sweep(results, cfg, dataclasses.replace(base, variants=[ours, peer], batch=1, train=False), tmp, log)
     return results

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -59,6 +59,8 @@ class ChildSpec:
     seed: int = 0
     train: bool = True
     matmul_size: int = 2048
+    backends: list[str] = field(default_factory=list)  # kind "backends": runtimes to time (detres.perf.backends)
+    backend_paths: dict[str, str] = field(default_factory=dict)  # the exported detres folder and peer file
 
 
 def run_child(spec: ChildSpec) -> dict[str, float]:
@@ -73,6 +75,11 @@ def run_child(spec: ChildSpec) -> dict[str, float]:
     images = [im.to(device) for im in images]
     if spec.kind == "memory":
         return _memory(spec, cfg, images, targets, device)
+    if spec.kind == "backends":
+        from detres.perf.backends import time_backends
+
+        return time_backends(spec.backend_paths, spec.backends, images, threads=spec.threads, warmup=spec.warmup,
+                             runs=spec.runs)
     return _timing(spec, cfg, images, targets, device)
 
 

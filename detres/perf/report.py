@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from detres.perf.backends import format_backend_table
+
 ROWS = (
     ("inference img/s, batch 1", "infer_img_s", "{:.3f}"),
     ("inference img/s, batch {batch}", "infer_img_s_b{batch}", "{:.3f}"),
@@ -56,4 +58,7 @@ def format_table(results: dict[str, float], *, batch: int) -> str:
         for point in sweep:
             ours, theirs = results[f"sweep/{point}/detres_img_s"], results[f"sweep/{point}/peer_img_s"]
             lines.append(f"| {point.replace('_', ' = ')} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f}x |")
+    backends = format_backend_table(results)
+    if backends:
+        lines += ["", backends]
     return "\n".join(lines)

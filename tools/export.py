@@ -1,0 +1,55 @@
+"""Export a trained detector for ONNX Runtime / OpenVINO (and int8), or as a torch.export program.
+
+    python tools/export.py --cfg configs/demo.yaml --ckpt runs/demo/model_final.pth --format onnx --out runs/demo/export
+    python tools/export.py --cfg configs/demo.yaml --ckpt runs/demo/model_final.pth --out runs/demo/export \
+        --int8 --calib 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from detres.cli import run_main
+from detres.config import load_config
+from detres.data.detection import build_detection_dataset
+from detres.deploy.export import export_detector
+from detres.deploy.quantize import calibration_images
+from detres.engine.loading import load_detector
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Export a trained detector (whole graph, any image size, batch 1) "
+                                     "with a json beside it that says how to run it; docs/deploy.md.")
+    parser.add_argument("--cfg", required=True,
+                        help="config YAML (test settings and input sizes), e.g. configs/demo.yaml")
+    parser.add_argument("--ckpt", required=True, help="detection checkpoint, e.g. runs/demo/model_final.pth")
+    parser.add_argument("--format", default="onnx", choices=["onnx", "torch-export"],
+                        help="onnx (default; ONNX Runtime and OpenVINO) or torch-export (a .pt2 program)")
+    parser.add_argument("--out", required=True, help="output folder, e.g. runs/demo/export (created; the json goes "
+                        "in last)")
+    parser.add_argument("--int8", action="store_true", help="also write an int8 OpenVINO model (NNCF post-training "
+                        "static quantization); default off")
+    parser.add_argument("--calib", type=int, default=None, help="training images that calibrate --int8; default "
+                        "deploy.calib_images (64), e.g. --calib 128")
+    parser.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE, e.g. test.score_thresh=0.1")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = load_config(args.cfg, args.overrides)
+    tic = time.perf_counter()
+    model, class_map, stored = load_detector(args.ckpt, cfg)
+    stored.deploy = cfg.deploy  # the checkpoint's architecture, this run's export settings
+    calibration = None
+    if args.int8:
+        dataset = build_detection_dataset(stored.data.train, input_cfg=stored.data.input,
+                                          pixel_mean=stored.model.backbone.pixel_mean,
+                                          pixel_std=stored.model.backbone.pixel_std, train=False)
+        calibration = calibration_images(dataset, args.calib or cfg.deploy.calib_images)
+    out = export_detector(model, stored, class_map, args.out, fmt=args.format, calibration=calibration)
+    print(f"exported {args.format}{' + int8' if args.int8 else ''} to {out} in {time.perf_counter() - tic:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
