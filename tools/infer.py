@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -19,16 +18,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
+from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
+from detres.cli.progress import progress
 from detres.data.image_io import read_image_rgb
 from detres.data.transforms import prepare_image
 from detres.distributed import resolve_device
+from detres.engine.detection_export import export_detections
 from detres.engine.loading import load_detector
 from detres.engine.soak import MemoryTrace
 from detres.errors import DataError, UserError
+from detres.io.detection_formats import FORMATS
 from detres.modeling.fast_inference import autocast_dtype
 from detres.vis import draw_detections
 
@@ -140,7 +141,7 @@ def infer_folder(model, class_map, cfg, device: torch.device, input_dir: Path, o
     output_dir.mkdir(parents=True, exist_ok=True)
     trace = MemoryTrace(baseline_step=max(1, len(images) // 10))
     results, failed, tic = {}, [], time.perf_counter()
-    for count, (path, relative) in enumerate(tqdm(list(zip(images, relatives)), desc="infer"), start=1):
+    for count, (path, relative) in enumerate(progress(list(zip(images, relatives)), desc="infer"), start=1):
         try:
             rgb = read_image_rgb(path, max_pixels=cfg.data.input.max_pixels)
         except DataError as exc:
@@ -163,22 +164,43 @@ def infer_folder(model, class_map, cfg, device: torch.device, input_dir: Path, o
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Run a trained detector over a folder of images.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--input", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--score-thr", type=float, default=0.5, help="draw and report detections above this score")
-    parser.add_argument("overrides", nargs="*")
+    parser = tool_parser(__doc__)
+    add_cfg_from_ckpt(parser)
+    parser.add_argument("--ckpt", required=True, metavar="PTH",
+                        help="trained detection checkpoint, e.g. runs/demo/model_final.pth")
+    parser.add_argument("--input", required=True, type=Path, metavar="DIR",
+                        help="folder of images, searched recursively (jpg, png, bmp, webp, tif), e.g. photos/")
+    parser.add_argument("--output", required=True, type=Path, metavar="DIR",
+                        help="folder for the drawn images and detections.json, outside --input, e.g. preds/")
+    parser.add_argument("--score-thr", type=float, default=0.5, metavar="SCORE",
+                        help="draw and report detections with at least this score, e.g. 0.3")
+    parser.add_argument("--format", choices=FORMATS, default="json",
+                        help="results besides the drawn images: json: detections.json, detres's report (always "
+                             "written); coco: also detections_coco.json, a COCO results list that pycocotools and "
+                             "`detres eval` read (image ids from --gt, else 1..N in sorted file order, listed in "
+                             "detections_coco_images.json); csv: also detections.csv, one row per detection (image, "
+                             "class, score, x1, y1, x2, y2); voc: also voc/Annotations/*.xml, one VOC xml per image "
+                             "that labelImg and CVAT open as pre-annotations")
+    parser.add_argument("--gt", type=Path, metavar="JSON",
+                        help="with --format coco, when --input is a COCO dataset's image folder: its annotation "
+                             "file, e.g. datasets/shapes/coco/annotations/instances_val.json, whose image ids the "
+                             "results use (default: none, ids 1..N in sorted file order)")
+    add_overrides(parser)
+    add_progress(parser)
     args = parser.parse_args()
+    if args.gt is not None and args.format != "coco":
+        parser.error("--gt goes with --format coco")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_folders(args.input, args.output)
-    cfg = load_config(args.cfg, args.overrides)
+    cfg = config_for_checkpoint(args.cfg, args.ckpt, args.overrides)
     device = resolve_device(cfg.device)
     model, class_map, _ = load_detector(args.ckpt, cfg, optimize=True)
     model.to(device)
     report = infer_folder(model, class_map, cfg, device, args.input, args.output, args.score_thr)
     write_file_atomic(args.output / "detections.json", json.dumps(report, indent=1).encode())
+    for path in export_detections(report, args.format, args.output, input_dir=args.input, class_map=class_map,
+                                  gt=args.gt):
+        print(f"wrote {path}")
     memory = report["memory"]
     print(f"{len(report['detections'])} images in {report['seconds']:.1f}s ({report['images_per_second']:.2f} "
           f"images/s), {len(report['failed'])} unreadable skipped; memory {memory['baseline_rss_mib']} MiB after "

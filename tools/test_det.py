@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
+from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
 from detres.data.detection import build_detection_dataset
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
@@ -27,14 +26,20 @@ from detres.modeling.fast_inference import autocast_dtype
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Evaluate detectors on the test split of the config.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", action="append", required=True, help="checkpoint; repeat for an ensemble")
-    parser.add_argument("--out", help="metrics json (detections go next to it as *_detections.json)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE, e.g. test.box_refine=true test.multiscale=true")
+    parser = tool_parser(__doc__)
+    add_cfg_from_ckpt(parser)
+    parser.add_argument("--ckpt", action="append", required=True, metavar="PTH",
+                        help="detection checkpoint, e.g. runs/demo/model_final.pth; repeat for an ensemble (the "
+                             "first one's config is used when --cfg is not given)")
+    parser.add_argument("--out", metavar="JSON",
+                        help="metrics json, e.g. runs/demo/metrics.json; the detections go next to it as "
+                             "<name>_detections.json, a COCO results list (default: print only)")
+    add_overrides(parser, help="config overrides KEY=VALUE, anywhere among the options, e.g. test.box_refine=true "
+                               "test.multiscale=true data.test.ann_file=other_val.json")
+    add_progress(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = load_config(args.cfg, args.overrides)
+    cfg = config_for_checkpoint(args.cfg, args.ckpt[0], args.overrides)
     device = resolve_device(cfg.device)
     models = [load_detector(path, cfg, optimize=True)[0].to(device) for path in args.ckpt]
     dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
