@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from detres import __version__
+import detres
 from detres.cli import run_main
 from detres.errors import UserError
 
@@ -116,7 +116,7 @@ def version_text() -> str:
     import torch
     import torchvision
 
-    return (f"detres {__version__} ({Path(__file__).resolve().parent})\n"
+    return (f"detres {detres.__version__} ({Path(__file__).resolve().parent})\n"
             f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {sys.version.split()[0]}")
 
 
