@@ -26,6 +26,7 @@ from detres.data.image_io import read_image_rgb
 from detres.data.transforms import prepare_image
 from detres.distributed import resolve_device
 from detres.engine.detection_export import export_detections
+from detres.engine.inference import to_original
 from detres.engine.loading import load_detector
 from detres.engine.soak import MemoryTrace
 from detres.errors import DataError, UserError
@@ -117,8 +118,10 @@ def detect_one(model, rgb: np.ndarray, cfg, device: torch.device, score_thr: flo
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         det = model([tensor.to(device)])[0]
     keep = det["scores"] >= score_thr
-    boxes = (det["boxes"][keep] / factor).cpu().numpy()
-    return boxes, det["scores"][keep].cpu().numpy(), det["labels"][keep].cpu().numpy()
+    # back to the image's pixels by each axis's own resize ratio (sizes are rounded), as detres test maps them
+    scale = (tensor.shape[1] / rgb.shape[0], tensor.shape[2] / rgb.shape[1])
+    found = to_original({k: v[keep] for k, v in det.items()}, {"scale": scale, "orig_size": rgb.shape[:2]})
+    return found["boxes"], found["scores"], found["labels"]
 
 
 def _as_json(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_map) -> list[dict]:
