@@ -112,7 +112,7 @@ def test_coco_output_evaluates_with_detres_eval_to_the_metrics_of_detres_test(ti
     assert 5 < tested["coco/AP50"] < 100 and tested["coco/AP"] < tested["coco/AP50"]
     assert evaluated.keys() == tested.keys()
     for key in tested:
-        assert evaluated[key] == pytest.approx(tested[key], abs=0.05), key
+        assert evaluated[key] == pytest.approx(tested[key], abs=1e-6), key
     # and pycocotools reads it directly
     coco = COCO(str(gt))
     assert len(coco.loadRes(str(results)).getAnnIds()) == sum(map(len, plain.values()))

@@ -124,8 +124,14 @@ def detect_one(model, rgb: np.ndarray, cfg, device: torch.device, score_thr: flo
     return found["boxes"], found["scores"], found["labels"]
 
 
+def _float32(value) -> float:
+    """The shortest decimal that reads back as the same float32: full precision in few digits, so a results file
+    converted from detections.json (--format coco) gives the metrics of detres test; rounded scores would tie."""
+    return float(str(np.float32(value)))
+
+
 def _as_json(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_map) -> list[dict]:
-    return [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
+    return [{"box": [_float32(v) for v in box], "score": _float32(score),
              "label": class_map.name_of(int(label))} for box, score, label in zip(boxes, scores, labels)]
 
 
