@@ -1,6 +1,7 @@
 """Detect objects in every image under a folder; write drawn images and one json of all detections.
 
     python tools/infer.py --cfg configs/demo.yaml --ckpt runs/demo/model_final.pth --input photos/ --output preds/
+    detres infer --ckpt runs/demo/model_final.pth --input photos/ --output preds/ --format csv   # config: the ckpt's
 """
 
 from __future__ import annotations

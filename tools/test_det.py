@@ -2,6 +2,7 @@
 
     python tools/test_det.py --cfg configs/coco_r101.yaml --ckpt runs/coco_r101/model_final.pth --out m.json
     python tools/test_det.py --cfg configs/demo.yaml --ckpt A.pth --ckpt B.pth test.box_refine=true
+    detres test --ckpt runs/demo/model_final.pth test.box_refine=true    # the config stored in the checkpoint
 """
 
 from __future__ import annotations
