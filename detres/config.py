@@ -263,14 +263,19 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         for layer_path, layer in _yaml_chain(Path(path), ()):
             _check_keys(layer, Config, where=str(layer_path))
             merged = _merge(merged, layer, where=str(layer_path))
-    for item in overrides or []:
-        key, value = _parse_override(item)
-        _check_keys(_nest(key, value), Config, where=f"override {item!r}")
-        merged = _merge(merged, _nest(key, value), where=f"override {item!r}")
+    merged = _apply_overrides(merged, overrides)
     try:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"config is incomplete: {exc}") from None
+
+
+def _apply_overrides(merged: DictConfig, overrides: list[str] | None) -> DictConfig:
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _check_keys(_nest(key, value), Config, where=f"override {item!r}")
+        merged = _merge(merged, _nest(key, value), where=f"override {item!r}")
+    return merged
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
@@ -301,6 +306,19 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     data = _without_retired(data)
     _check_keys(data, Config, where="stored config")
     return OmegaConf.to_object(_merge(OmegaConf.structured(Config), data, where="stored config"))
+
+
+def config_from_stored(data: dict[str, Any], overrides: list[str] | None = None, *,
+                       where: str = "stored config") -> Config:
+    """A stored config (the resolved config a checkpoint holds) with KEY=VALUE overrides on top, checked as
+    `load_config` checks a YAML file; `where` names the source in errors (e.g. the checkpoint's path)."""
+    data = _without_retired(data)
+    _check_keys(data, Config, where=where)
+    merged = _apply_overrides(_merge(OmegaConf.structured(Config), data, where=where), overrides)
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where} is incomplete: {exc}") from None
 
 
 def _without_retired(data: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ Rows are cumulative as in the paper; each reports mAP@.5 and mAP@[.5,.95] (COCO 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
+from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
 from detres.data.detection import build_detection_dataset
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
@@ -46,15 +45,21 @@ def rows(base, ctx, extra, options):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Print detres's Table 9 for trained models.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", required=True, help="baseline model (no context)")
-    parser.add_argument("--ckpt-context", help="model trained with model.roi_head.context=true")
-    parser.add_argument("--extra-ckpt", action="append", default=[], help="more ensemble members")
-    parser.add_argument("--out", type=Path, help="folder for table9.json and table9.md")
-    parser.add_argument("overrides", nargs="*")
+    parser = tool_parser(__doc__)
+    add_cfg_from_ckpt(parser)
+    parser.add_argument("--ckpt", required=True, metavar="PTH",
+                        help="baseline model (no context), e.g. runs/demo/model_final.pth")
+    parser.add_argument("--ckpt-context", metavar="PTH",
+                        help="model trained with model.roi_head.context=true, e.g. runs/demo_ctx/model_final.pth "
+                             "(default: none, the context rows are left out)")
+    parser.add_argument("--extra-ckpt", action="append", default=[], metavar="PTH",
+                        help="more ensemble members; repeat for several (default: none)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="folder for table9.json and table9.md, e.g. runs/table9 (default: print only)")
+    add_overrides(parser)
+    add_progress(parser)
     args = parser.parse_args()
-    cfg = load_config(args.cfg, args.overrides)
+    cfg = config_for_checkpoint(args.cfg, args.ckpt, args.overrides)
     device = resolve_device(cfg.device)
     base = load_detector(args.ckpt, cfg, optimize=True)[0].to(device)
     ctx = load_detector(args.ckpt_context, cfg, optimize=True)[0].to(device) if args.ckpt_context else None

@@ -12,14 +12,13 @@ A finished stage is not run again: delete its folder (runs/demo_pretrain, runs/d
 
 from __future__ import annotations
 
-import argparse
 import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from detres.cli import run_main
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import Config, load_config
 from detres.data.demo_data import ensure_demo_data
 from detres.engine.cls_trainer import train_classifier
@@ -54,12 +53,15 @@ def detection_data_root(cfg: Config) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Run the detection demo end to end on the CPU.")
-    parser.add_argument("--cfg", default=str(REPO / "configs" / "demo.yaml"))
-    parser.add_argument("--pretrain-cfg", default=str(REPO / "configs" / "cls_demo.yaml"),
-                        help="classification config of the backbone pre-training (used when "
-                             "model.backbone.weights is empty)")
-    parser.add_argument("overrides", nargs="*")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", default=str(REPO / "configs" / "demo.yaml"), metavar="YAML",
+                        help="detection config of the demo (default: configs/demo.yaml of the repository)")
+    parser.add_argument("--pretrain-cfg", default=str(REPO / "configs" / "cls_demo.yaml"), metavar="YAML",
+                        help="classification config of the backbone pre-training, used when "
+                             "model.backbone.weights is empty (default: configs/cls_demo.yaml of the repository)")
+    add_overrides(parser, help="overrides of the detection config, KEY=VALUE, e.g. solver.max_iter=300 "
+                               "(also passed to the test and infer steps)")
+    add_progress(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     tic = time.perf_counter()
@@ -72,13 +74,13 @@ def main() -> int:
     final = run / "model_final.pth"
     if final.is_file():
         print(f"{final} exists: evaluating it (delete {run} to train again)")
-        subprocess.run([sys.executable, str(REPO / "tools" / "test_det.py"), "--cfg", args.cfg, "--ckpt", str(final),
+        subprocess.run([sys.executable, "-m", "detres", "test", "--cfg", args.cfg, "--ckpt", str(final),
                         "--out", str(run / "metrics.json"), *args.overrides], check=True)
     else:
         metrics = train_detector(cfg, resume=latest_checkpoint(run) is not None)
         print(format_metrics(metrics))
     predictions = run / "predictions"
-    subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), "--cfg", args.cfg, "--ckpt", str(final),
+    subprocess.run([sys.executable, "-m", "detres", "infer", "--cfg", args.cfg, "--ckpt", str(final),
                     "--input", cfg.data.test.image_dir, "--output", str(predictions), *args.overrides], check=True)
     print(f"demo finished in {time.perf_counter() - tic:.0f}s: metrics in {run / 'metrics.json'}, "
           f"drawn predictions in {predictions}")

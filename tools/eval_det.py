@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from detres.cli import run_main
+from detres.cli import run_main, tool_parser
 from detres.data.coco import read_coco
 from detres.data.records import ClassMap
 from detres.data.voc import read_voc
@@ -47,12 +46,20 @@ def load_results(path: Path, class_map: ClassMap, image_ids: set[int]) -> dict[i
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a COCO-format results file.")
-    parser.add_argument("--gt", required=True, type=Path, help="COCO json, or a VOCdevkit folder")
-    parser.add_argument("--split", default="2007:test", help="VOC ground truth: YEAR:SPLIT")
-    parser.add_argument("--results", required=True, type=Path)
-    parser.add_argument("--metric", choices=METRICS, action="append", required=True)
-    parser.add_argument("--out", type=Path)
+    parser = tool_parser(__doc__)
+    parser.add_argument("--gt", required=True, type=Path, metavar="PATH",
+                        help="ground truth: a COCO json (e.g. datasets/shapes/coco/annotations/instances_val.json) "
+                             "or a VOCdevkit folder (e.g. datasets/VOCdevkit)")
+    parser.add_argument("--split", default="2007:test", metavar="YEAR:SPLIT",
+                        help="the image set of VOC ground truth, e.g. 2012:val (ignored for COCO json)")
+    parser.add_argument("--results", required=True, type=Path, metavar="JSON",
+                        help="COCO results list [{image_id, category_id, bbox [x,y,w,h], score}], e.g. the "
+                             "*_detections.json of tools/test_det.py or detections_coco.json of infer --format coco")
+    parser.add_argument("--metric", choices=METRICS, action="append", required=True,
+                        help=f"metric family, one of {', '.join(METRICS)}; repeat for several, "
+                             "e.g. --metric coco --metric voc07")
+    parser.add_argument("--out", type=Path, metavar="JSON",
+                        help="write the flat metrics JSON here, e.g. metrics.json (default: print only)")
     args = parser.parse_args()
     if args.gt.is_dir():
         records, class_map = read_voc(args.gt, [args.split])

@@ -1,6 +1,7 @@
 """Detect objects in every image under a folder; write drawn images and one json of all detections.
 
     python tools/infer.py --cfg configs/demo.yaml --ckpt runs/demo/model_final.pth --input photos/ --output preds/
+    detres infer --ckpt runs/demo/model_final.pth --input photos/ --output preds/ --format csv   # config: the ckpt's
     torchrun --nproc_per_node=4 tools/infer.py ... --resume     # sharded across 4 processes, resumable
 
 The loop lives in detres.engine.folder_inference (see docs/inference.md).
@@ -8,31 +9,38 @@ The loop lives in detres.engine.folder_inference (see docs/inference.md).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
+from detres.cli.ckpt_config import CFG_HELP
 from detres.distributed import cleanup, init_distributed, resolve_device
+from detres.engine.detection_export import export_detections
 from detres.engine.folder_inference import infer_folder
 from detres.engine.infer_journal import path_digest
-from detres.engine.predictor import build_predictor
+from detres.engine.predictor import build_predictor, config_for_predictor
+from detres.io.detection_formats import FORMATS
 from detres.io.folders import EXTENSIONS, check_folders, find_images, output_names, write_file_atomic  # noqa: F401
 
 log = logging.getLogger("detres.infer")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Run a trained detector over a folder of images.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", default="", help="detection checkpoint, e.g. runs/demo/model_final.pth (or --model)")
-    parser.add_argument("--model", default=None, help="a tools/export.py folder run with test.backend=onnxruntime|"
-                        "openvino (or torch for a .pt2), e.g. runs/demo/export; default: none, use --ckpt")
-    parser.add_argument("--input", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--score-thr", type=float, default=0.5, help="draw and report detections above this score")
-    parser.add_argument("--workers", type=int, default=None,
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", default=None, metavar="YAML",
+                        help=CFG_HELP + "; with --model, the config stored in the export folder")
+    parser.add_argument("--ckpt", default="", metavar="PTH",
+                        help="trained detection checkpoint, e.g. runs/demo/model_final.pth (or --model)")
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="a tools/export.py folder, run with test.backend=onnxruntime|openvino, e.g. "
+                             "runs/demo_export (default: none, use --ckpt)")
+    parser.add_argument("--input", required=True, type=Path, metavar="DIR",
+                        help="folder of images, searched recursively (jpg, png, bmp, webp, tif), e.g. photos/")
+    parser.add_argument("--output", required=True, type=Path, metavar="DIR",
+                        help="folder for the drawn images and detections.json, outside --input, e.g. preds/")
+    parser.add_argument("--score-thr", type=float, default=0.5, metavar="SCORE",
+                        help="draw and report detections with at least this score, e.g. 0.3")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="processes that read and resize images while the model runs; 0 reads them in this "
                              "process (default: the config's data.num_workers; example: --workers 4)")
     parser.add_argument("--resume", action="store_true",
@@ -40,18 +48,33 @@ def main() -> int:
                              "it finished (default: off; an --output holding a journal is refused without it)")
     parser.add_argument("--no-draw", action="store_true",
                         help="write only detections.json, no drawn images (default: draw every image)")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--format", choices=FORMATS, default="json",
+                        help="results besides the drawn images: json: detections.json, detres's report (always "
+                             "written); coco: also detections_coco.json, a COCO results list that pycocotools and "
+                             "`detres eval` read (image ids from --gt, else 1..N in sorted file order, listed in "
+                             "detections_coco_images.json); csv: also detections.csv, one row per detection (image, "
+                             "class, score, x1, y1, x2, y2); voc: also voc/Annotations/*.xml, one VOC xml per image "
+                             "that labelImg and CVAT open as pre-annotations")
+    parser.add_argument("--gt", type=Path, metavar="JSON",
+                        help="with --format coco, when --input is a COCO dataset's image folder: its annotation "
+                             "file, e.g. datasets/shapes/coco/annotations/instances_val.json, whose image ids the "
+                             "results use (default: none, ids 1..N in sorted file order)")
+    add_overrides(parser)
+    add_progress(parser)
     args = parser.parse_args()
+    if args.gt is not None and args.format != "coco":
+        parser.error("--gt goes with --format coco")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_folders(args.input, args.output)
-    cfg = load_config(args.cfg, args.overrides)
+    ckpts = [args.ckpt] if args.ckpt else []
+    cfg = config_for_predictor(args.cfg, ckpts=ckpts, model_dir=args.model, overrides=args.overrides)
     workers = cfg.data.num_workers if args.workers is None else args.workers
     if workers < 0:
         parser.error(f"--workers must be 0 or more, got {workers}")
     device = resolve_device(cfg.device)
     init_distributed(device)
     try:
-        model = build_predictor(cfg, ckpts=[args.ckpt] if args.ckpt else [], model_dir=args.model, device=device)
+        model = build_predictor(cfg, ckpts=ckpts, model_dir=args.model, device=device)
         report = infer_folder(model, model.class_map, cfg, device, args.input, args.output, args.score_thr,
                               workers=workers, resume=args.resume, draw=not args.no_draw,
                               model_sha256=path_digest(args.ckpt or args.model))
@@ -59,6 +82,9 @@ def main() -> int:
         cleanup()
     if report is None:  # another rank of a torchrun job: rank 0 reports
         return 0
+    for path in export_detections(report, args.format, args.output, input_dir=args.input,
+                                  class_map=model.class_map, gt=args.gt):
+        print(f"wrote {path}")
     memory = report["memory"]
     growth = "" if memory["growth_percent"] is None else (
         f"{memory['baseline_rss_mib']} MiB after {memory['baseline_step']} images, {memory['final_rss_mib']} MiB "

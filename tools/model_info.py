@@ -6,11 +6,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from detres.cli import run_main
+from detres.cli import run_main, tool_parser
 from detres.modeling import resnet as R
 from detres.modeling.complexity import count_parameters, multiply_adds
 
@@ -18,10 +16,13 @@ PAPER_GMACS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}  # Table 1, multi
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="ResNet complexity against the paper's Table 1.")
-    parser.add_argument("--depth", type=int, action="append", choices=sorted(PAPER_GMACS))
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--torchvision-layout", action="store_true", help="stride on the 3x3 conv instead of the 1x1")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--depth", type=int, action="append", choices=sorted(PAPER_GMACS),
+                        help="ResNet depth; repeat for several, e.g. --depth 50 --depth 101 (default: all five)")
+    parser.add_argument("--size", type=int, default=224, metavar="PIXELS",
+                        help="side of the square input the multiply-adds are counted at")
+    parser.add_argument("--torchvision-layout", action="store_true",
+                        help="stride on the 3x3 conv instead of the 1x1 (default: the paper's MSRA layout)")
     args = parser.parse_args()
     print(f"{'depth':>6} {'params (M)':>11} {'mult-adds (G)':>14} {'paper (G)':>10} {'diff':>7}")
     for depth in args.depth or sorted(PAPER_GMACS):

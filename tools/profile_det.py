@@ -8,12 +8,10 @@ convolutions (oneDNN) are nearly all of both sides' time, only fewer FLOPs or lo
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from detres.cli import run_main
+from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.engine.trainer import training_layout
 from detres.modeling.fast_inference import optimize_for_inference
@@ -36,13 +34,14 @@ def _self_times(call, steps: int) -> tuple[float, list[tuple[str, float]]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Profile a training step (or inference) of detres and the peer.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--images", type=int, default=1, help="images per training step")
-    parser.add_argument("--steps", type=int, default=2, help="profiled steps (after one warm-up)")
-    parser.add_argument("--top", type=int, default=12, help="ops listed per side")
-    parser.add_argument("--inference", action="store_true", help="profile batch inference instead of training")
-    parser.add_argument("overrides", nargs="*")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", required=True, metavar="YAML", help="YAML config file, e.g. configs/coco_r50.yaml")
+    parser.add_argument("--images", type=int, default=1, metavar="N", help="images per training step")
+    parser.add_argument("--steps", type=int, default=2, metavar="N", help="profiled steps (after one warm-up)")
+    parser.add_argument("--top", type=int, default=12, metavar="N", help="ops listed per side")
+    parser.add_argument("--inference", action="store_true",
+                        help="profile batch inference instead of training (default: a training step)")
+    add_overrides(parser)
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
     height, width = image_size(cfg.data.input.test_scale, cfg.data.input.max_size)

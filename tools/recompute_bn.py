@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
+import logging
 
 import torch
 
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, run_main, tool_parser
+from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
 from detres.data.classification import build_cls_dataset
 from detres.data.loader import CheckedLoader
 from detres.io.checkpoint import load_checkpoint, save_checkpoint
@@ -19,14 +19,19 @@ from detres.modeling.resnet import build_resnet
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Recompute BN population statistics on training batches.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--out", required=True, help="where to write the state dict with new statistics")
-    parser.add_argument("--batches", type=int, default=100, help="number of training batches to average over")
-    parser.add_argument("overrides", nargs="*")
+    parser = tool_parser(__doc__)
+    add_cfg_from_ckpt(parser)
+    parser.add_argument("--ckpt", required=True, metavar="PTH",
+                        help="classification checkpoint (tools/train_cls.py) or a ResNet state dict (then give "
+                             "--cfg), e.g. runs/imagenet_r101/model_final.pth")
+    parser.add_argument("--out", required=True, metavar="PTH",
+                        help="where to write the state dict with new statistics, e.g. r101_bn.pth")
+    parser.add_argument("--batches", type=int, default=100, metavar="N",
+                        help="number of training batches to average over")
+    add_overrides(parser)
     args = parser.parse_args()
-    cfg = load_config(args.cfg, args.overrides)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = config_for_checkpoint(args.cfg, args.ckpt, args.overrides)
     state = load_checkpoint(args.ckpt)
     weights = state.get("model", state)
     model = build_resnet(cfg.model.backbone, num_classes=weights["fc.weight"].shape[0])

@@ -8,25 +8,27 @@ exceeds --max-growth (10% by default). The run goes to a temporary folder unless
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
-from detres.cli import run_main
+from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.engine.soak import soak_memory
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Check that training memory stays flat over many iterations.")
-    parser.add_argument("--cfg", required=True, help="YAML config file, e.g. configs/demo.yaml")
-    parser.add_argument("--iterations", type=int, default=300, help="iterations to train")
-    parser.add_argument("--baseline", type=int, default=50, help="iteration whose RSS is the reference")
-    parser.add_argument("--max-growth", type=float, default=0.10, help="allowed final/baseline - 1 (0.10 = 10%%)")
-    parser.add_argument("--output", type=Path, default=None, help="keep the run here (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the measurements to this json file")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", required=True, metavar="YAML", help="YAML config file, e.g. configs/demo.yaml")
+    parser.add_argument("--iterations", type=int, default=300, metavar="N", help="iterations to train")
+    parser.add_argument("--baseline", type=int, default=50, metavar="N", help="iteration whose RSS is the reference")
+    parser.add_argument("--max-growth", type=float, default=0.10, metavar="FRACTION",
+                        help="allowed final/baseline - 1, e.g. 0.10 for 10%%")
+    parser.add_argument("--output", type=Path, default=None, metavar="DIR",
+                        help="keep the run here, e.g. runs/soak (default: a temporary folder, deleted)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write the measurements to this json file, e.g. soak.json (default: none)")
+    add_overrides(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = soak_memory(load_config(args.cfg, args.overrides), iterations=args.iterations,

@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import argparse
+import logging
 
-from tqdm import tqdm
-
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
+from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
+from detres.cli.progress import progress
 from detres.data.classification import build_cls_dataset
 from detres.distributed import resolve_device
 from detres.errors import CheckpointError
@@ -21,14 +20,18 @@ from detres.modeling.resnet import build_resnet
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Test a ResNet classifier.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", required=True, help="classification checkpoint (tools/train_cls.py)")
-    parser.add_argument("--mode", choices=CLS_MODES, help="default: test.cls_mode of the config")
-    parser.add_argument("--out", help="metrics json to write")
-    parser.add_argument("overrides", nargs="*")
+    parser = tool_parser(__doc__)
+    add_cfg_from_ckpt(parser)
+    parser.add_argument("--ckpt", required=True, metavar="PTH",
+                        help="classification checkpoint (tools/train_cls.py), e.g. runs/cls_demo/model_final.pth")
+    parser.add_argument("--mode", choices=CLS_MODES,
+                        help=f"testing: one of {', '.join(CLS_MODES)} (default: test.cls_mode of the config)")
+    parser.add_argument("--out", metavar="JSON", help="metrics json to write, e.g. m.json (default: print only)")
+    add_overrides(parser)
+    add_progress(parser)
     args = parser.parse_args()
-    cfg = load_config(args.cfg, args.overrides)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = config_for_checkpoint(args.cfg, args.ckpt, args.overrides)
     mode = args.mode or cfg.test.cls_mode
     mean, std = cfg.model.backbone.pixel_mean, cfg.model.backbone.pixel_std
     dataset = build_cls_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
@@ -40,7 +43,7 @@ def main() -> int:
     model.load_state_dict(state["model"])
     model.to(resolve_device(cfg.device)).eval()
     metrics = evaluate_classifier(model, dataset, mode=mode, crop_size=cfg.data.input.crop_size,
-                                  scales=cfg.test.cls_scales, progress=lambda it: tqdm(it, desc=mode))
+                                  scales=cfg.test.cls_scales, progress=lambda it: progress(it, desc=mode))
     print(format_metrics(metrics))
     if args.out:
         write_metrics(metrics, args.out)

@@ -2,22 +2,22 @@
 
     python tools/test_det.py --cfg configs/coco_r101.yaml --ckpt runs/coco_r101/model_final.pth --out m.json
     python tools/test_det.py --cfg configs/demo.yaml --ckpt A.pth --ckpt B.pth test.box_refine=true
+    detres test --ckpt runs/demo/model_final.pth test.box_refine=true    # the config stored in the checkpoint
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
 from detres.analysis.report import analyze
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
+from detres.cli.ckpt_config import CFG_HELP
 from detres.data.detection import build_detection_dataset
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
-from detres.engine.predictor import build_predictor
+from detres.engine.predictor import build_predictor, config_for_predictor
 from detres.engine.trainer import eval_loader
 from detres.evaluation.coco import detections_to_coco_results
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
@@ -27,18 +27,27 @@ from detres.modeling.fast_inference import autocast_dtype
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Evaluate detectors on the test split of the config.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--ckpt", action="append", default=[], help="checkpoint; repeat for an ensemble (or --model)")
-    parser.add_argument("--model", default=None, help="a tools/export.py folder run with test.backend=onnxruntime|"
-                        "openvino (or torch for a .pt2), e.g. runs/demo/export; default: none, use --ckpt")
-    parser.add_argument("--out", help="metrics json (detections go next to it as *_detections.json)")
-    parser.add_argument("--report", help="also write the analysis report (index.html, report.json) to this folder, "
-                                         "e.g. runs/demo_report (default: none)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE, e.g. test.box_refine=true test.multiscale=true")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", default=None, metavar="YAML",
+                        help=CFG_HELP + "; with --model, the config stored in the export folder")
+    parser.add_argument("--ckpt", action="append", default=[], metavar="PTH",
+                        help="detection checkpoint, e.g. runs/demo/model_final.pth; repeat for an ensemble (the "
+                             "first one's config is used when --cfg is not given); or --model")
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="a tools/export.py folder, run with test.backend=onnxruntime|openvino, e.g. "
+                             "runs/demo_export (default: none, use --ckpt)")
+    parser.add_argument("--out", metavar="JSON",
+                        help="metrics json, e.g. runs/demo/metrics.json; the detections go next to it as "
+                             "<name>_detections.json, a COCO results list (default: print only)")
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write the analysis report (index.html, report.json) to this folder, "
+                             "e.g. runs/demo_report (default: none)")
+    add_overrides(parser, help="config overrides KEY=VALUE, anywhere among the options, e.g. test.box_refine=true "
+                               "test.multiscale=true data.test.ann_file=other_val.json")
+    add_progress(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = load_config(args.cfg, args.overrides)
+    cfg = config_for_predictor(args.cfg, ckpts=args.ckpt, model_dir=args.model, overrides=args.overrides)
     device = resolve_device(cfg.device)
     detector = build_predictor(cfg, ckpts=args.ckpt, model_dir=args.model, device=device)
     dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
@@ -62,7 +71,7 @@ def main() -> int:
     if args.report:
         analyze(dataset.records, dataset.class_map, detections_to_coco_results(detections, dataset.class_map),
                 args.report, coco_gt_file=cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
-                title=f"Evaluation of {', '.join(Path(c).name for c in args.ckpt)} on {args.cfg}")
+                title=f"Evaluation of {', '.join(Path(c).name for c in args.ckpt) or args.model}")
         print(f"wrote the report {Path(args.report) / 'index.html'}")
     return 0
 

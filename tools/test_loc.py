@@ -9,9 +9,7 @@ classifier's top-5 (top-1/top-5 LOC error).
 
 from __future__ import annotations
 
-import argparse
-
-from detres.cli import run_main
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import load_config
 from detres.evaluation.metrics_file import write_metrics
 from detres.localization.build import rcnn_checkpoint_path
@@ -19,15 +17,21 @@ from detres.localization.evaluate import ROWS, evaluate_localization, format_tab
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="localization error (Table 13 layout)")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=None,
-                        help="rows to run (default: all; RPN+RCNN only when the R-CNN checkpoint exists)")
-    parser.add_argument("--cls-ckpt", default=None, help="classification checkpoint for predicted classes "
-                        "(default: loc.cls_ckpt; none: ground-truth classes only)")
-    parser.add_argument("--max-images", type=int, default=0, help="test on the first N images only (0: all)")
-    parser.add_argument("--out", default="", help="write the metrics JSON here")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", required=True, metavar="YAML", help="YAML config file, e.g. configs/loc_demo.yaml")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=None, metavar="ROW",
+                        help=f"rows to run, of {', '.join(ROWS)}, e.g. --rows whole_image rpn_dense (default: all; "
+                             "RPN+RCNN only when the R-CNN checkpoint exists)")
+    parser.add_argument("--cls-ckpt", default=None, metavar="PTH",
+                        help="classification checkpoint (tools/train_cls.py) for predicted classes, e.g. "
+                             "runs/cls_demo/model_final.pth (default: loc.cls_ckpt of the config; empty: "
+                             "ground-truth classes only)")
+    parser.add_argument("--max-images", type=int, default=0, metavar="N",
+                        help="test on the first N images only (default: 0, all)")
+    parser.add_argument("--out", default="", metavar="JSON",
+                        help="write the metrics JSON here, e.g. runs/loc_demo/metrics.json (default: print only)")
+    add_overrides(parser)
+    add_progress(parser)
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
     rows = args.rows or [r for r in ROWS if r != "rpn_rcnn_dense" or rcnn_checkpoint_path(cfg).is_file()]

@@ -9,13 +9,12 @@ torchvision's Faster R-CNN see tools/bench.py.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-from detres.cli import run_main
+from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.engine.solver import build_optimizer
 from detres.engine.trainer import training_layout
@@ -36,11 +35,12 @@ def _median_seconds(fn, runs: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Time one training iteration and one inference.")
-    parser.add_argument("--cfg", required=True)
-    parser.add_argument("--images", type=int, default=1, help="images per training iteration")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("overrides", nargs="*")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", required=True, metavar="YAML", help="YAML config file, e.g. configs/coco_r101.yaml")
+    parser.add_argument("--images", type=int, default=1, metavar="N", help="images per training iteration")
+    parser.add_argument("--runs", type=int, default=3, metavar="N",
+                        help="timed runs after one warm-up; the median is printed")
+    add_overrides(parser)
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
     short, long = cfg.data.input.test_scale, cfg.data.input.max_size * 4 // 5

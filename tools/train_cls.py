@@ -6,20 +6,21 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
-from detres.cli import run_main
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import load_config
 from detres.data.demo_data import ensure_demo_data
 from detres.engine.cls_trainer import train_classifier
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Train a ResNet classifier.")
-    parser.add_argument("--cfg", required=True, help="YAML config file")
-    parser.add_argument("--resume", action="store_true", help="continue the run in output.dir from its last checkpoint")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. solver.base_lr=0.05")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", required=True, metavar="YAML", help="YAML config file, e.g. configs/cls_demo.yaml")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in output.dir from its last checkpoint (default: a new run)")
+    add_overrides(parser)
+    add_progress(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.cfg, args.overrides)

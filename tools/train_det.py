@@ -6,20 +6,22 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
-from detres.cli import run_main
+from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import load_config
 from detres.engine.trainer import train_detector
 from detres.evaluation.metrics_file import format_metrics
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Train a Faster R-CNN C4 detector.")
-    parser.add_argument("--cfg", required=True, help="YAML config file")
-    parser.add_argument("--resume", action="store_true", help="continue the run in output.dir from its last checkpoint")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. solver.max_iter=1000")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", required=True, metavar="YAML", help="YAML config file, e.g. configs/demo.yaml")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in output.dir from its last checkpoint (default: a new run; an "
+                             "existing run folder is refused)")
+    add_overrides(parser)
+    add_progress(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     metrics = train_detector(load_config(args.cfg, args.overrides), resume=args.resume)

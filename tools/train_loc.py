@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
-from detres.cli import run_main
+from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.data.demo_data import ensure_demo_data
 from detres.distributed import cleanup, is_main_process
@@ -20,11 +19,13 @@ from detres.engine.loc_trainer import train_rcnn, train_rpn
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="train the per-class RPN or the R-CNN for localization")
-    parser.add_argument("--cfg", required=True, help="YAML config, e.g. configs/loc_demo.yaml")
-    parser.add_argument("--stage", required=True, choices=["rpn", "rcnn"])
-    parser.add_argument("--resume", action="store_true", help="continue the stage's run from its last checkpoint")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. solver.max_iter=100")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--cfg", required=True, metavar="YAML", help="YAML config file, e.g. configs/loc_demo.yaml")
+    parser.add_argument("--stage", required=True, choices=["rpn", "rcnn"],
+                        help="rpn: the per-class RPN; rcnn: the R-CNN on the RPN's proposals (train rpn first)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the stage's run from its last checkpoint (default: a new run)")
+    add_overrides(parser)
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
     if cfg.data.generate_demo:

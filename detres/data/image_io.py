@@ -142,3 +142,13 @@ def read_image_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIX
     if width == 0 and image.shape[0] * image.shape[1] > max_pixels:
         raise DataError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {max_pixels}")
     return _apply_orientation(_to_rgb8(image), orientation)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the image as read_image_rgb returns it (upright per EXIF), from the header only;
+    DataError when the header is unreadable."""
+    width, height, orientation, _ = _header(Path(path), max_pixels=2**62)
+    if width == 0:
+        height, width = read_image_rgb(path).shape[:2]  # a format Pillow cannot parse: decode it
+        return width, height
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # these turn the image by 90

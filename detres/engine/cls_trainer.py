@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm import tqdm
 
 from detres import distributed as dist
+from detres.cli.progress import progress
 from detres.config import Config, config_to_dict
 from detres.data.classification import build_cls_dataset
 from detres.data.loader import CheckedLoader
@@ -89,7 +89,7 @@ def train_classifier(cfg: Config, *, resume: bool = False) -> dict[str, float]:
     for epoch in range(start_epoch, epochs):
         net.train()
         loader = _loader(train_set, cfg, epoch, distributed)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not main, leave=False)
+        bar = progress(loader, desc=f"epoch {epoch + 1}/{epochs}", enabled=main, leave=False)
         for images, labels in bar:
             loss = F.cross_entropy(net(images.to(device)), labels.to(device))
             if not torch.isfinite(loss):

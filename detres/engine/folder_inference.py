@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from detres import distributed as dist
+from detres.cli.progress import progress
 from detres.config import Config, config_to_dict
 from detres.data.image_io import read_image_rgb
 from detres.data.loader import CheckedLoader
@@ -39,6 +39,7 @@ from detres.engine.infer_journal import (
     make_header,
     read_journal,
 )
+from detres.engine.inference import to_original
 from detres.engine.soak import MemoryTrace
 from detres.errors import DataError, UserError
 from detres.io.folders import EXTENSIONS, find_images, output_names, write_file_atomic
@@ -71,7 +72,7 @@ class FolderImages(Dataset):
             return {"index": index, "error": str(exc)}
         tensor, factor = prepare_image(rgb, short=self.short, max_size=self.max_size, pixel_mean=self.mean,
                                        pixel_std=self.std)
-        item = {"index": index, "tensor": tensor, "factor": factor}
+        item = {"index": index, "tensor": tensor, "factor": factor, "orig_size": rgb.shape[:2]}
         if self.keep_rgb:
             item["rgb"] = torch.from_numpy(rgb)  # a tensor crosses from a worker in shared memory, not pickled
         return item
@@ -89,19 +90,27 @@ def build_folder_loader(dataset: FolderImages, *, workers: int, timeout: float) 
                          timeout=timeout, persistent_workers=False)
 
 
-def detect(predictor: Predictor, tensor: torch.Tensor, factor: float, *, device: torch.device, precision: str,
-           score_thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detect(predictor: Predictor, tensor: torch.Tensor, orig_size: tuple[int, int], *, device: torch.device,
+           precision: str, score_thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes [K, 4] XYXY in the original image's pixels, scores [K], labels [K]) of detections >= `score_thr`."""
     dtype = autocast_dtype(precision, device)
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         det = predictor([tensor.to(device)])[0]
     keep = det["scores"] >= score_thr
-    boxes = (det["boxes"][keep].float() / factor).cpu().numpy()
-    return boxes, det["scores"][keep].float().cpu().numpy(), det["labels"][keep].cpu().numpy()
+    # back to the image's pixels by each axis's own resize ratio (sizes are rounded), as detres test maps them
+    scale = (tensor.shape[1] / orig_size[0], tensor.shape[2] / orig_size[1])
+    found = to_original({k: v[keep] for k, v in det.items()}, {"scale": scale, "orig_size": orig_size})
+    return found["boxes"], found["scores"], found["labels"]
+
+
+def _float32(value) -> float:
+    """The shortest decimal that reads back as the same float32: full precision in few digits, so a results file
+    converted from detections.json (--format coco) gives the metrics of detres test; rounded scores would tie."""
+    return float(str(np.float32(value)))
 
 
 def detections_as_json(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_map: ClassMap) -> list[dict]:
-    return [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
+    return [{"box": [_float32(v) for v in box], "score": _float32(score),
              "label": class_map.name_of(int(label))} for box, score, label in zip(boxes, scores, labels)]
 
 
@@ -198,14 +207,14 @@ def infer_folder(predictor: Predictor, class_map: ClassMap, cfg: Config, device:
     loader = build_folder_loader(dataset, workers=workers, timeout=cfg.data.loader_timeout)
     detected = 0
     with JournalWriter(journal_path(output_dir, rank), header) as journal:
-        bar = tqdm(loader, total=len(todo), desc="infer", disable=not dist.is_main_process())
+        bar = progress(loader, total=len(todo), desc="infer", enabled=dist.is_main_process())
         for count, item in enumerate(bar, start=1):
             key = keys[todo[item["index"]]]
             if "error" in item:
                 log.warning("skipped: %s", item["error"])
                 journal.append({"image": key, "failed": item["error"]})
             else:
-                boxes, scores, labels = detect(predictor, item["tensor"], item["factor"], device=device,
+                boxes, scores, labels = detect(predictor, item["tensor"], tuple(item["orig_size"]), device=device,
                                                precision=cfg.test.precision, score_thr=score_thr)
                 if draw:
                     _write_drawing(output_dir / names[key], item["rgb"].numpy(), boxes, scores, labels, class_map,

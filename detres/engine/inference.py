@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from detres import distributed as dist
+from detres.cli.progress import progress as progress_bar
 
 
 def to_original(det: dict[str, torch.Tensor], meta: dict) -> dict[str, np.ndarray]:
@@ -27,8 +27,8 @@ def run_inference(model: nn.Module, loader, *, device: torch.device, progress: b
     """{image_id: dict(boxes [K,4] original-image XYXY, scores [K], labels [K])}; gathered on every process."""
     model.eval()
     results: dict[int, dict[str, np.ndarray]] = {}
-    for images, _, metas in tqdm(loader, desc="inference", disable=not (progress and dist.is_main_process()),
-                                 leave=False):
+    for images, _, metas in progress_bar(loader, desc="inference", enabled=progress and dist.is_main_process(),
+                                         leave=False):
         images = [im.to(device) for im in images]
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(images)

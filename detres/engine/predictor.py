@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from detres.config import Config
+from detres.cli.ckpt_config import config_for_checkpoint
+from detres.config import Config, config_from_stored
 from detres.data.records import ClassMap
+from detres.deploy.artifact import read_export_info
 from detres.deploy.export import check_exportable, export_detector
 from detres.deploy.loader import BACKENDS, open_exported
 from detres.engine.loading import load_detector
@@ -95,3 +97,14 @@ def _check_same_input(cfg: Config, expected: dict) -> None:
     if (cfg.data.input.test_scale, cfg.data.input.max_size) != (expected["test_scale"], expected["max_size"]):
         log.warning("resizing to data.input.test_scale=%s max_size=%s; the model was exported with %s/%s",
                     cfg.data.input.test_scale, cfg.data.input.max_size, expected["test_scale"], expected["max_size"])
+
+
+def config_for_predictor(cfg_path: str | None, *, ckpts: Sequence[str] = (), model_dir: str | os.PathLike | None = None,
+                         overrides: list[str] | None = None) -> Config:
+    """The config of a tool that runs a detector: --cfg when given, else the config stored in the first checkpoint
+    or in the export folder's json (so `--model DIR` alone runs); KEY=VALUE overrides on top."""
+    if model_dir and not cfg_path and not ckpts:
+        info = read_export_info(model_dir)
+        log.info("config: the one stored in %s (give --cfg FILE to use another)", info.folder)
+        return config_from_stored(info.data["config"], overrides, where=f"config stored in {info.folder}")
+    return config_for_checkpoint(cfg_path, ckpts[0] if ckpts else None, overrides)

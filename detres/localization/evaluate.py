@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from detres.cli.progress import progress as progress_bar
 from detres.config import Config, config_from_dict
 from detres.data.image_io import read_image_rgb
 from detres.data.records import ClassMap
@@ -104,7 +104,7 @@ def evaluate_localization(cfg: Config, *, rows: list[str], cls_ckpt: str = "", m
     mean, std = cfg.model.backbone.pixel_mean, cfg.model.backbone.pixel_std
     out = {key: LocRow(key) for key in rows}
     ground_truth = {}
-    for rec in tqdm(records, desc="loc test", disable=not progress):
+    for rec in progress_bar(records, desc="loc test", enabled=progress):
         rgb = read_image_rgb(rec.image_path, max_pixels=cfg.data.input.max_pixels)
         ground_truth[rec.image_id] = (rec.boxes, np.full(len(rec.boxes), rec.label))
         ranked = classifier.top_labels(rgb) if classifier else []
