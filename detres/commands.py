@@ -38,6 +38,8 @@ COMMANDS: dict[str, str] = {  # verb -> tools/<module>.py
     "profile": "profile_det",
     "time": "time_det",
     "soak": "soak_memory",
+    "bench-infer": "bench_infer",
+    "time-coco-eval": "time_coco_eval",
     "train-cls": "train_cls",
     "test-cls": "test_cls",
     "train-loc": "train_loc",

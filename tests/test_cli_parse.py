@@ -29,10 +29,20 @@ def _sample(action: argparse.Action) -> list[str]:
         values = ["3", "4"]
     elif action.type is float:
         values = ["0.25", "0.5"]
+    elif callable(action.type) and action.type not in (str, Path):  # a tool's own value form: one it accepts
+        values = [v for v in ("0,4", "1", "a.x") if _accepts(action.type, v)][:1] * 2
     else:
         values = [f"{action.dest}_a.x", f"{action.dest}_b.x"]
     return values[:2] if action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1) \
         else values[:1]
+
+
+def _accepts(convert, value: str) -> bool:
+    try:
+        convert(value)
+    except (argparse.ArgumentTypeError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _option_groups(parser: argparse.ArgumentParser) -> list[list[str]]:

@@ -8,17 +8,15 @@ thresholds, error breakdowns, confusion matrix and the worst images, plus report
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from detres.analysis.inputs import read_ground_truth, read_results
 from detres.analysis.report import analyze
-from detres.cli import run_main
+from detres.cli import run_main, tool_parser
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Write an evaluation report (index.html + report.json) for a "
-                                                 "COCO-format results file.")
+    parser = tool_parser(__doc__)
     parser.add_argument("--gt", required=True, type=Path,
                         help="ground truth: a COCO json (images beside it) or a VOCdevkit folder, "
                              "e.g. datasets/shapes/coco/annotations/instances_val.json")

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from detres.cli import run_main
+from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.distributed import resolve_device
 from detres.engine.loading import load_detector
@@ -30,7 +30,7 @@ def _counts(text: str) -> list[int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Images/s of folder inference for several reader-worker counts.")
+    parser = tool_parser(__doc__)
     parser.add_argument("--cfg", required=True, help="config file, for example configs/demo.yaml")
     parser.add_argument("--ckpt", required=True, help="detection checkpoint, for example runs/demo/model_final.pth")
     parser.add_argument("--input", required=True, type=Path,
@@ -45,7 +45,7 @@ def main() -> int:
                         help="detections kept and drawn at or above this score (default: 0.5, as tools/infer.py)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the rows as json here (default: print only; example: runs/bench_infer.json)")
-    parser.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE, for example test.precision=bf16")
+    add_overrides(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = load_config(args.cfg, args.overrides)

@@ -6,16 +6,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from detres.analysis.browse import browse
-from detres.cli import run_main
+from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.data.detection import build_detection_dataset, read_records
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Draw a dataset's ground truth over its images as an HTML page.")
+    parser = tool_parser(__doc__)
     parser.add_argument("--cfg", required=True, help="config file whose data.train / data.test to show, "
                                                      "e.g. configs/demo.yaml")
     parser.add_argument("--split", choices=["train", "test"], default="train",
@@ -26,7 +24,7 @@ def main() -> int:
                         help="draw the items after the training augmentation (what the model sees in training); "
                              "default: the images as stored")
     parser.add_argument("--max-images", type=int, default=50, help="how many images to draw (default 50)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. data.input.flip=false")
+    add_overrides(parser)
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
     ds_cfg = cfg.data.train if args.split == "train" else cfg.data.test

@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 
-from detres.cli import run_main
-from detres.config import load_config
+from detres.cli import add_overrides, run_main, tool_parser
+from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
 from detres.data.detection import build_detection_dataset
 from detres.deploy.export import export_detector
 from detres.deploy.quantize import calibration_images
@@ -20,10 +19,8 @@ from detres.engine.loading import load_detector
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Export a trained detector (whole graph, any image size, batch 1) "
-                                     "with a json beside it that says how to run it; docs/deploy.md.")
-    parser.add_argument("--cfg", required=True,
-                        help="config YAML (test settings and input sizes), e.g. configs/demo.yaml")
+    parser = tool_parser(__doc__)
+    add_cfg_from_ckpt(parser)
     parser.add_argument("--ckpt", required=True, help="detection checkpoint, e.g. runs/demo/model_final.pth")
     parser.add_argument("--format", default="onnx", choices=["onnx", "torch-export"],
                         help="onnx (default; ONNX Runtime and OpenVINO) or torch-export (a .pt2 program)")
@@ -33,10 +30,10 @@ def main() -> int:
                         "static quantization); default off")
     parser.add_argument("--calib", type=int, default=None, help="training images that calibrate --int8; default "
                         "deploy.calib_images (64), e.g. --calib 128")
-    parser.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE, e.g. test.score_thresh=0.1")
+    add_overrides(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(args.cfg, args.overrides)
+    cfg = config_for_checkpoint(args.cfg, args.ckpt, args.overrides)
     tic = time.perf_counter()
     model, class_map, stored = load_detector(args.ckpt, cfg)
     stored.deploy = cfg.deploy  # the checkpoint's architecture, this run's export settings

@@ -30,7 +30,8 @@ def main() -> int:
     parser.add_argument("--cfg", default=None, metavar="YAML",
                         help=CFG_HELP + "; with --model, the config stored in the export folder")
     parser.add_argument("--ckpt", default="", metavar="PTH",
-                        help="trained detection checkpoint, e.g. runs/demo/model_final.pth (or --model)")
+                        help="trained detection checkpoint, e.g. runs/demo/model_final.pth "
+                             "(default: none, give --model)")
     parser.add_argument("--model", default=None, metavar="DIR",
                         help="a tools/export.py folder, run with test.backend=onnxruntime|openvino, e.g. "
                              "runs/demo_export (default: none, use --ckpt)")

@@ -32,7 +32,7 @@ def main() -> int:
                         help=CFG_HELP + "; with --model, the config stored in the export folder")
     parser.add_argument("--ckpt", action="append", default=[], metavar="PTH",
                         help="detection checkpoint, e.g. runs/demo/model_final.pth; repeat for an ensemble (the "
-                             "first one's config is used when --cfg is not given); or --model")
+                             "first one's config is used when --cfg is not given; default: none, give --model)")
     parser.add_argument("--model", default=None, metavar="DIR",
                         help="a tools/export.py folder, run with test.backend=onnxruntime|openvino, e.g. "
                              "runs/demo_export (default: none, use --ckpt)")

@@ -9,18 +9,17 @@ of each run and checks that the 12 stats agree.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
-from detres.cli import run_main
+from detres.cli import run_main, tool_parser
 from detres.evaluation.coco import STAT_NAMES, evaluate_coco
 from detres.evaluation.synthetic_coco import synthetic_coco
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Time COCO evaluation with pycocotools and faster_coco_eval.")
+    parser = tool_parser(__doc__)
     parser.add_argument("--images", type=int, default=5000, help="synthetic images (default 5000, COCO val's size)")
     parser.add_argument("--classes", type=int, default=80, help="categories (default 80)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per backend; the best is reported (default 3)")
