@@ -94,8 +94,8 @@ def test_draws_are_a_function_of_seed_epoch_and_index(shapes, tmp_path):
         torch.testing.assert_close(first[index][0], second[index][0], rtol=0, atol=0)
     second.set_epoch(1)
     assert any(not torch.equal(first[i][0], second[i][0]) for i in range(len(first))), "epoch 1 draws like epoch 0"
-    plain = load_config(REPO / "configs/demo.yaml", _overrides(shapes, tmp_path / "run"))
-    assert any(not torch.equal(first[i][0], _train_set(plain)[i][0]) for i in range(len(first))), "no augmentation"
+    plain = _train_set(load_config(REPO / "configs/demo.yaml", _overrides(shapes, tmp_path / "run")))
+    assert any(not torch.equal(first[i][0], plain[i][0]) for i in range(len(first))), "no augmentation"
 
 
 def test_resume_with_augmentation_and_workers_equals_the_uninterrupted_run_bit_for_bit(shapes, tmp_path):
