@@ -87,10 +87,14 @@ class ModelConfig:
     """The detector (or classifier) to build."""
 
     arch: str = "faster_rcnn_c4"  # faster_rcnn_c4 | resnet (classification)
-    num_classes: int = 80  # foreground classes for detection; classes for classification
+    num_classes: int = 80  # foreground classes for detection; classes for classification; 0 = from the training set
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_head: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+    # fine-tuning: a detres *detection* checkpoint to start from (model.backbone.weights holds a classifier);
+    # layers of matching shape load, predictor rows are copied by class name (detres.modeling.finetune)
+    weights: str = ""
+    class_name_map: str = ""  # YAML file {new class name: name in model.weights' classes}; "" = same names
 
 
 @dataclass
@@ -133,6 +137,12 @@ class DataConfig:
     loader_timeout: float = 300.0  # seconds a loader worker may take for one batch before it counts as hung
     aspect_ratio_grouping: bool = True
     generate_demo: str = ""  # demo only: generate the synthetic set with this script if absent
+    # training only, before the paper's resize and flip: albumentations transforms in albumentations' serialized
+    # form, e.g. [{__class_fullname__: VerticalFlip, p: 0.5}] (detres.data.augment); [] = none
+    augment: list[dict[str, Any]] = field(default_factory=list)
+    # a box keeps at least this fraction of its area after data.augment or is dropped (YOLOv5's box_candidates
+    # uses 0.1); boxes are always clipped to the image
+    augment_min_visibility: float = 0.1
 
 
 @dataclass

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from detres.config import DatasetConfig, InputConfig
+from detres.data.augment import apply_augment, augment_rng, build_augment
 from detres.data.coco import read_coco
 from detres.data.image_io import read_image_rgb
 from detres.data.imagenet_det import read_imagenet_det
@@ -27,17 +29,20 @@ class DetectionDataset(Dataset):
 
     meta: image_id, orig_size (h, w), scale (sy, sx) = resized / original, flipped, file. In training the
     scale is drawn from `train_scales` and the flip from a generator seeded by (seed, epoch, index), so the
-    augmented stream is reproducible; an unreadable image is logged and replaced by the next one.
+    augmented stream is reproducible; an unreadable image is logged and replaced by the next one. `augment`
+    (data.augment) runs first in training, drawn from its own generator of (seed, epoch, index).
     """
 
     def __init__(self, *, records: list[DetRecord], class_map: ClassMap, input_cfg: InputConfig,
-                 pixel_mean: list[float], pixel_std: list[float], train: bool, seed: int = 0) -> None:
+                 pixel_mean: list[float], pixel_std: list[float], train: bool, seed: int = 0,
+                 augment: A.Compose | None = None) -> None:
         self.records = records
         self.class_map = class_map
         self.input_cfg = input_cfg
         self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.train = train
         self.seed = seed
+        self.augment = augment
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -67,9 +72,13 @@ class DetectionDataset(Dataset):
             raise DataError(f"{rec.image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but its annotation says "
                             f"{rec.width}x{rec.height}")
         cfg = self.input_cfg
+        boxes, labels, ignore = rec.boxes, rec.labels, rec.ignore
+        if self.train and self.augment is not None:  # boxes it drops may leave no box: a negative image, still valid
+            rgb, boxes, labels, ignore = apply_augment(self.augment, rgb, boxes, labels, ignore,
+                                                       augment_rng(self.seed, self.epoch, index))
         short = int(rng.choice(cfg.train_scales)) if self.train else cfg.test_scale
         flip = bool(self.train and cfg.flip and rng.random() < 0.5)
-        image, boxes, labels, ignore, scale = resize_and_flip(rgb, rec.boxes, rec.labels, rec.ignore, short=short,
+        image, boxes, labels, ignore, scale = resize_and_flip(rgb, boxes, labels, ignore, short=short,
                                                               max_size=cfg.max_size, flip=flip)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
                   "ignore": torch.from_numpy(ignore)}
@@ -94,9 +103,11 @@ def read_records(ds: DatasetConfig) -> tuple[list[DetRecord], ClassMap]:
 
 
 def build_detection_dataset(ds: DatasetConfig, *, input_cfg: InputConfig, pixel_mean: list[float],
-                            pixel_std: list[float], train: bool, seed: int = 0) -> DetectionDataset:
+                            pixel_std: list[float], train: bool, seed: int = 0,
+                            augment: list[dict] | None = None, augment_min_visibility: float = 0.1) -> DetectionDataset:
     """Dataset for training (images without usable boxes dropped; difficult boxes too unless use_difficult)
-    or for evaluation (every image kept)."""
+    or for evaluation (every image kept). `augment`: data.augment entries, used in training only."""
+    pipeline = build_augment(list(augment or []), min_visibility=augment_min_visibility) if train else None
     records, class_map = read_records(ds)
     if train:
         if ds.use_difficult and ds.format == "voc":
@@ -111,4 +122,4 @@ def build_detection_dataset(ds: DatasetConfig, *, input_cfg: InputConfig, pixel_
         raise DataError(f"image folder not found: {Path(records[0].image_path).parent} "
                         "(data.*.image_dir / data.*.root)")
     return DetectionDataset(records=records, class_map=class_map, input_cfg=input_cfg, pixel_mean=pixel_mean,
-                            pixel_std=pixel_std, train=train, seed=seed)
+                            pixel_std=pixel_std, train=train, seed=seed, augment=pipeline)

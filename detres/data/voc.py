@@ -1,8 +1,13 @@
-"""PASCAL VOC xml (and VOC-style sets): hardened xml parsing, 1-based pixels to XYXY once, difficult kept."""
+"""PASCAL VOC xml (and VOC-style sets): hardened xml parsing, 1-based pixels to XYXY once, difficult kept.
+
+Sets written by labelling tools (labelImg, CVAT) read too: images in JPEGImages with any common extension, found
+by the stem of their xml, and a <filename> in the xml that names another file than the one on disk.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
 
@@ -49,6 +54,49 @@ def parse_voc_xml(path: Path) -> tuple[int, int, list[tuple[str, list[float], bo
     return width, height, objects
 
 
+# VOC's own .jpg first: when two files share a stem, the first extension in this order is the image
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def images_by_stem(folder: Path) -> dict[str, str]:
+    """{stem: file name} of the image files in `folder` (one listing, not a stat per image and extension)."""
+    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+    found: dict[str, str] = {}
+    if not folder.is_dir():
+        return found
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, ext = os.path.splitext(entry.name)
+            ext = ext.lower()
+            if ext in rank and (stem not in found or rank[ext] < rank[os.path.splitext(found[stem])[1].lower()]):
+                found[stem] = entry.name
+    return found
+
+
+def voc_image_path(folder: Path, stem: str, xml: Path, on_disk: dict[str, str]) -> Path:
+    """The image of annotation `stem`: the file on disk with that stem, whatever its extension.
+
+    The xml's <filename> is trusted only when no file has the stem: labelImg and CVAT write the name the image had
+    when it was labelled (renamed or re-encoded since, e.g. photo.JPG -> 000123.png), so it often disagrees with
+    the file that the ImageSets listing, the xml's own name and JPEGImages agree on. Nothing found: <stem>.jpg, which
+    the image reader then reports as missing.
+    """
+    if stem in on_disk:
+        return folder / on_disk[stem]
+    written = _xml_filename(xml)
+    if written and (folder / Path(written).name).is_file():
+        return folder / Path(written).name
+    return folder / f"{stem}.jpg"
+
+
+def _xml_filename(path: Path) -> str:
+    try:
+        node = SafeElementTree.parse(path).getroot().find("filename")
+    except (ParseError, DefusedXmlException, OSError):
+        return ""
+    return (node.text or "").strip() if node is not None else ""
+
+
 def voc_class_names(year_dir: Path) -> list[str]:
     """The 20 VOC classes, or the names in `classes.txt` of the year folder for other VOC-style sets."""
     listing = year_dir / "classes.txt"
@@ -80,6 +128,7 @@ def read_voc(root: str | Path, sets: list[str], *, class_names: list[str] | None
         listing = year_dir / "ImageSets" / "Main" / f"{split}.txt"
         if not listing.is_file():
             raise DataError(f"VOC image set not found: {listing}")
+        on_disk = images_by_stem(year_dir / "JPEGImages")
         for stem in (line.split()[0] for line in listing.read_text().splitlines() if line.strip()):
             if (year, stem) in seen:
                 continue  # a union: an image listed by two sets is one image, with one id
@@ -94,7 +143,8 @@ def read_voc(root: str | Path, sets: list[str], *, class_names: list[str] | None
             boxes, keep = clip_and_filter(raw, width, height)
             dropped += int((~keep).sum())
             records.append(DetRecord(
-                image_path=str(year_dir / "JPEGImages" / f"{stem}.jpg"), image_id=image_id_start + len(records),
+                image_path=str(voc_image_path(year_dir / "JPEGImages", stem, xml, on_disk)),
+                image_id=image_id_start + len(records),
                 width=width, height=height, boxes=boxes[keep],
                 labels=np.array([label_of[o[0]] for o in objects], np.int64)[keep],
                 ignore=np.array([o[2] for o in objects], bool)[keep]))

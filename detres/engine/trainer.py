@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detres import distributed as dist
-from detres.config import Config, config_to_dict
+from detres.config import Config, config_to_dict, save_config
 from detres.data.detection import DetectionDataset, build_detection_dataset
 from detres.data.loader import build_detection_loader
 from detres.engine.inference import run_inference
@@ -30,6 +30,7 @@ from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import write_metrics
 from detres.io.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
 from detres.modeling.faster_rcnn import FasterRCNN, build_faster_rcnn
+from detres.modeling.finetune import load_detector_weights, read_class_name_map
 
 log = logging.getLogger("detres.train")
 CALIBRATION_BATCHES = 4  # batches of training images for recomputing BN statistics of a from-scratch backbone
@@ -42,9 +43,14 @@ class NonFiniteLossError(UserError):
 def build_datasets(cfg: Config) -> tuple[DetectionDataset, DetectionDataset]:
     mean, std = cfg.model.backbone.pixel_mean, cfg.model.backbone.pixel_std
     train = build_detection_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
-                                    train=True, seed=cfg.seed)
+                                    train=True, seed=cfg.seed, augment=cfg.data.augment,
+                                    augment_min_visibility=cfg.data.augment_min_visibility)
     test = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
                                    train=False)
+    if cfg.model.num_classes == 0:  # "from the dataset": the resolved count is what the checkpoint's config holds
+        cfg.model.num_classes = len(train.class_map)
+        log.info("model.num_classes=0: %d classes from the training set (%s)", cfg.model.num_classes,
+                 ", ".join(train.class_map.names))
     if len(train.class_map) != cfg.model.num_classes:
         raise UserError(f"model.num_classes={cfg.model.num_classes} but the training set has "
                         f"{len(train.class_map)} classes ({', '.join(train.class_map.names[:5])}...); "
@@ -69,6 +75,11 @@ def _calibration_batches(dataset: DetectionDataset, cfg: Config) -> list[torch.T
 
 
 def build_model_for_training(cfg: Config, train_set: DetectionDataset) -> FasterRCNN:
+    if cfg.model.weights:  # fine-tuning a detector: its weights replace the fresh ones where they fit
+        model = build_faster_rcnn(cfg)
+        load_detector_weights(model, cfg.model.weights, class_names=train_set.class_map.names,
+                              name_map=read_class_name_map(cfg.model.class_name_map))
+        return model
     if cfg.model.backbone.weights:
         return build_faster_rcnn(cfg)
     log.info("no backbone weights: recomputing BN statistics of the fresh backbone on training images")
@@ -130,6 +141,8 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.train_set, self.test_set = build_datasets(cfg)
+        if self.main:  # again, with what the datasets resolved (model.num_classes: 0)
+            save_config(cfg, self.out / "config.yaml")
         self.model = training_layout(build_model_for_training(cfg, self.train_set).to(self.device), cfg)
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.scheduler = build_lr_scheduler(self.optimizer, cfg.solver)
