@@ -146,6 +146,7 @@ def train_stepwise(cfg: Config, *, resume: bool = False) -> dict[str, float]:
             trainer = Trainer(scfg, resume=latest_checkpoint(scfg.output.dir) is not None,
                               plan=_plan(cfg, step, proposals))
             metrics = trainer.train()
+            dist.barrier()  # rank 0 has written the step's model_final.pth that the next step reads
             if dist.is_main_process():
                 _record_time(out, step, time.perf_counter() - tic)
         if dist.is_main_process():
