@@ -4,11 +4,11 @@ stored proposals checked and refused when stale, one final detector."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_engine_det import REPO, tiny_overrides
 
 from detres.config import load_config
 from detres.data.detection import DetectionDataset
@@ -20,7 +20,6 @@ from detres.engine.proposal_store import StaleProposalsError, read_proposals
 from detres.engine.trainer import Trainer, build_datasets, eval_loader, train_detector
 from detres.io.checkpoint import load_checkpoint, save_checkpoint
 from detres.modeling.roi_heads import C4RoIHead
-from test_engine_det import REPO, tiny_overrides
 
 sys.path.insert(0, str(REPO / "datasets"))
 import make_shapes  # noqa: E402

@@ -15,8 +15,8 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, nms
 
 from detres.config import Config
 from detres.data.batching import pad_images
-from detres.modeling.faster_rcnn import FasterRCNN
 from detres.errors import ConfigError
+from detres.modeling.faster_rcnn import FasterRCNN
 from detres.modeling.multiscale import RPN_SCALE_CHOICES, pyramid_factors, resize_batch, rpn_levels, select_scale_pairs
 from detres.modeling.postprocess import select_detections
 from detres.modeling.voting import box_voting
