@@ -134,6 +134,9 @@ def test_resume_in_the_middle_of_step_3_equals_the_uninterrupted_run(finished, s
     monkeypatch.setattr(Trainer, "step", original_step)
     with pytest.raises(Exception, match="already holds checkpoints; pass --resume"):
         train_detector(stepwise_cfg(shapes, split))
+    with pytest.raises(Exception, match="--resume: model.backbone.width=16 but the run .* was started with "
+                                        "model.backbone.width=8"):
+        train_detector(stepwise_cfg(shapes, split, "model.backbone.width=16"), resume=True)
     resumed = train_detector(stepwise_cfg(shapes, split), resume=True)
     assert _equal(_model(run / "model_final.pth"), _model(split / "model_final.pth"))
     np.testing.assert_equal(resumed, metrics)  # NaN (a class absent from the val images) equals NaN

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from detres import distributed as dist
-from detres.config import Config, config_to_dict, save_config
+from detres.config import Config, config_to_dict, load_config, save_config
 from detres.data.detection import DetectionDataset
 from detres.engine.loading import load_detector
 from detres.engine.proposal_store import dataset_identity, ensure_proposals, weights_identity
@@ -110,9 +110,30 @@ def _prepare(cfg: Config, resume: bool) -> Path:
     if not resume and used:
         raise UserError(f"run folder {out} already holds checkpoints; pass --resume to continue it, "
                         "or choose another output.dir=... to start a new run")
+    if resume and (out / "config.yaml").is_file():
+        _check_same_recipe(cfg, load_config(out / "config.yaml"), out)
     if dist.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+    return out
+
+
+def _check_same_recipe(cfg: Config, stored: Config, out: Path) -> None:
+    """A resumed run must build and schedule its remaining steps as the run began them (a step that starts after
+    the resume takes its initialization from model.backbone.weights: dropping it would start from scratch)."""
+    for section in ("model", "solver"):
+        now, then = config_to_dict(cfg)[section], config_to_dict(stored)[section]
+        diff = [k for k in _flat(now) if _flat(now)[k] != _flat(then).get(k)]
+        if diff:
+            key = f"{section}.{diff[0]}"
+            raise UserError(f"--resume: {key}={_flat(now)[diff[0]]!r} but the run in {out} was started with "
+                            f"{key}={_flat(then).get(diff[0])!r} ({out / 'config.yaml'}); pass the same settings")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
     return out
 
 
