@@ -155,6 +155,8 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.train_set, self.test_set = build_datasets(cfg)
+        if (plan.trains == "rcnn") != (plan.proposals is not None):
+            raise ValueError("a TrainingPlan trains 'rcnn' exactly when it gives proposals")
         model = build_model_for_training(cfg, self.train_set)
         load_parts(model, plan.init)
         model.set_training_step(trains=plan.trains, fixed=plan.fixed)
