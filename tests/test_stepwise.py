@@ -210,3 +210,28 @@ def test_stepwise_under_torchrun(shapes, tmp_path):
     s2, s4 = _model(run / "step2_rcnn/model_final.pth"), _model(run / "step4_rcnn/model_final.pth")
     assert _equal(_part(s2, "trunk."), _part(s4, "trunk."))
     load_detector(run / "model_final.pth", cfg)
+
+
+def test_ablation_table_has_the_new_rows_and_seed_statistics(finished, shapes, tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("ablate_det_tool", REPO / "tools" / "ablate_det.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    run = finished[0]
+    ckpt = str(run / "model_final.pth")
+    overrides = [o for o in tiny_overrides(shapes, tmp_path / "x") if o.startswith(("data.", "model.rpn"))]
+    monkeypatch.setattr(sys, "argv", ["ablate_det.py", "--cfg", str(REPO / "configs" / "demo.yaml"), "--seeds", "2",
+                                      "--ckpt", ckpt, "--ckpt-mstrain", ckpt, "--ckpt-stepwise", ckpt,
+                                      "--out", str(tmp_path / "t9"), "test.pyramid_scales=[64,80,96]", *overrides])
+    assert tool.main() == 0
+    table = json.loads((tmp_path / "t9" / "table9.json").read_text())
+    names = [r["row"] for r in table["rows"]]
+    assert names == ["baseline", "+ box refinement", "+ multi-scale testing", "+ multi-scale RPN testing",
+                     "+ multi-scale training", "ensemble of 2"]
+    assert [r["row"] for r in table["stepwise_vs_joint"]] == ["joint training", "step-wise instead of joint"]
+    for row in table["rows"]:  # the same model for both seeds: the spread is 0, the mean is each seed's value
+        assert row["seeds"] == 2 and row["mAP@.5 std"] == 0.0
+        assert row["mAP@.5 per seed"] == [row["mAP@.5"]] * 2
+    assert "±" in (tmp_path / "t9" / "table9.md").read_text()
