@@ -126,6 +126,10 @@ class InputConfig:
     test_resize: int = 256
     pca_jitter: float = 0.1  # std of the AlexNet-style PCA colour noise; 0 disables
     cifar_pad: int = 4
+    # multi-scale training (the paper's App. B left it undone): where the shorter side of a training image comes from
+    train_scale_source: str = "train_scales"  # train_scales | test_pyramid (test.pyramid_scales, longer side capped
+    #                                            at scale * max_size / test_scale, as the test pyramid's levels are)
+    train_scale_sampling: str = "image"  # image: one random scale per image | iteration: one per mini-batch
 
 
 @dataclass
@@ -143,6 +147,17 @@ class DataConfig:
     # a box keeps at least this fraction of its area after data.augment or is dropped (YOLOv5's box_candidates
     # uses 0.1); boxes are always clipped to the image
     augment_min_visibility: float = 0.1
+
+
+@dataclass
+class StepSolverConfig:
+    """The schedule of one step of step-wise training (solver.mode=stepwise); the rest comes from solver.*."""
+
+    max_iter: int = 320000  # App. A: 240k iterations at base_lr, 80k at base_lr/10
+    base_lr: float = 0.001
+    steps: list[int] = field(default_factory=lambda: [240000])
+    ims_per_batch: int = 8  # global batch of this step (App. A: 8 for the RPN step, 16 for the Fast R-CNN step)
+    warmup_iters: int = 500
 
 
 @dataclass
@@ -166,6 +181,12 @@ class SolverConfig:
     nan_policy: str = "stop"  # stop | skip: a non-finite loss stops training, or the step is skipped
     clip_grad_norm: float = 0.0
     channels_last: bool = True  # train with NHWC weights and activations (oneDNN/cuDNN's native layout; faster)
+    # joint: RPN and Fast R-CNN trained together in one run (detres's default) | stepwise: Faster R-CNN's 4-step
+    # alternating training (Ren et al. 2015, the paper's App. A): RPN; Fast R-CNN on its proposals; RPN on the fixed
+    # shared layers; Fast R-CNN on the fixed shared layers (detres/engine/stepwise.py)
+    mode: str = "joint"
+    rpn_step: StepSolverConfig = field(default_factory=StepSolverConfig)  # steps 1 and 3
+    rcnn_step: StepSolverConfig = field(default_factory=lambda: StepSolverConfig(ims_per_batch=16))  # steps 2, 4
 
 
 @dataclass
@@ -187,6 +208,10 @@ class TestConfig:
     refine_nms_thresh: float = 0.3
     multiscale: bool = False
     pyramid_scales: list[int] = field(default_factory=lambda: [200, 400, 600, 800, 1000])
+    # multi-scale RPN testing (App. B did it "only for the Fast R-CNN step"): proposals from the pyramid's levels,
+    # mapped to the image, merged by NMS (model.rpn.nms_thresh), cut to model.rpn.post_nms_topk_test
+    multiscale_rpn: bool = False
+    multiscale_rpn_scales: str = "all"  # all pyramid levels | adjacent: the two levels around the test scale
     # classification testing
     cls_mode: str = "center"  # center | tencrop | fullyconv
     cls_scales: list[int] = field(default_factory=lambda: [224, 256, 384, 480, 640])

@@ -2,6 +2,7 @@
 
     python tools/train_det.py --cfg configs/coco_r101.yaml [--resume] [KEY=VALUE ...]
     torchrun --nproc_per_node=N tools/train_det.py --cfg configs/coco_r101.yaml
+    python tools/train_det.py --cfg configs/demo_stepwise.yaml   # solver.mode=stepwise: the paper's 4-step recipe
 """
 
 from __future__ import annotations

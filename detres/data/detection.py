@@ -44,6 +44,14 @@ class DetectionDataset(Dataset):
         self.seed = seed
         self.augment = augment
         self.epoch = 0
+        self.train_scales = list(input_cfg.train_scales)  # shorter sides a training image is drawn at
+        self.max_size_ratio = 0.0  # > 0: longer side capped at scale * ratio instead of input_cfg.max_size
+        self.batch_scales: list[int] | None = None  # set: one scale per mini-batch, chosen by the batch sampler
+
+    def set_train_scales(self, scales: list[int], max_size_ratio: float = 0.0, per_batch: bool = False) -> None:
+        """Multi-scale training (detres.data.train_scales): the scales, their longer-side cap, per image or batch."""
+        self.train_scales, self.max_size_ratio = list(scales), max_size_ratio
+        self.batch_scales = list(scales) if per_batch else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -54,18 +62,21 @@ class DetectionDataset(Dataset):
     def aspect_ratios(self) -> np.ndarray:
         return np.array([r.width / r.height for r in self.records])
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor], dict]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[Tensor, dict[str, Tensor], dict]:
+        """index, or (index, shorter side) from a batch sampler that draws one scale per mini-batch."""
+        index, short = index if isinstance(index, tuple) else (index, None)
         if not self.train:
             return self._load(index, np.random.default_rng(0))
         for attempt in range(min(len(self), 10)):
             i = (index + attempt) % len(self)
             try:
-                return self._load(i, np.random.default_rng([self.seed, self.epoch, i]))
+                return self._load(i, np.random.default_rng([self.seed, self.epoch, i]), short)
             except DataError as exc:
                 log.warning("skipping unreadable training image: %s", exc)
         raise DataError(f"10 consecutive training images around index {index} are unreadable; check the dataset")
 
-    def _load(self, index: int, rng: np.random.Generator) -> tuple[Tensor, dict[str, Tensor], dict]:
+    def _load(self, index: int, rng: np.random.Generator,
+              short: int | None = None) -> tuple[Tensor, dict[str, Tensor], dict]:
         rec = self.records[index]
         rgb = read_image_rgb(rec.image_path, max_pixels=self.input_cfg.max_pixels)
         if rgb.shape[:2] != (rec.height, rec.width):
@@ -76,10 +87,12 @@ class DetectionDataset(Dataset):
         if self.train and self.augment is not None:  # boxes it drops may leave no box: a negative image, still valid
             rgb, boxes, labels, ignore = apply_augment(self.augment, rgb, boxes, labels, ignore,
                                                        augment_rng(self.seed, self.epoch, index))
-        short = int(rng.choice(cfg.train_scales)) if self.train else cfg.test_scale
+        if short is None:
+            short = int(rng.choice(self.train_scales)) if self.train else cfg.test_scale
+        max_size = round(short * self.max_size_ratio) if self.train and self.max_size_ratio > 0 else cfg.max_size
         flip = bool(self.train and cfg.flip and rng.random() < 0.5)
         image, boxes, labels, ignore, scale = resize_and_flip(rgb, boxes, labels, ignore, short=short,
-                                                              max_size=cfg.max_size, flip=flip)
+                                                              max_size=max_size, flip=flip)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
                   "ignore": torch.from_numpy(ignore)}
         meta = {"image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": scale, "flipped": flip,

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from detres import distributed as dist
+from detres.data.train_scales import batch_scale
 from detres.errors import ConfigError, UserError
 
 # what PyTorch's dead-worker and timeout RuntimeErrors say (torch/utils/data/dataloader.py, _utils/signal_handling.py)
@@ -37,12 +38,14 @@ class GroupedBatchSampler(Sampler[list[int]]):
     of (seed, epoch); under torchrun each process takes every world_size-th batch."""
 
     def __init__(self, aspect_ratios: np.ndarray, *, batch_size: int, shuffle: bool, group: bool, seed: int,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                 batch_scales: list[int] | None = None) -> None:
         self.groups = (aspect_ratios >= 1.0).astype(int) if group else np.zeros(len(aspect_ratios), int)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
         self.skip = 0
+        self.batch_scales = batch_scales  # set: each batch's items are (index, shorter side), one side per iteration
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Start epoch `epoch`, leaving out its first `skip` batches (resuming mid-epoch)."""
@@ -62,6 +65,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
         if not self.drop_last:
             batches += [b for b in pending.values() if b]
         usable = len(batches) - len(batches) % self.world_size if self.drop_last else len(batches)
+        if self.batch_scales:  # the scale of global iteration j // world_size, shared by all processes' batches
+            batches = [[(i, batch_scale(self.batch_scales, seed=self.seed, epoch=self.epoch,
+                                        iteration=j // self.world_size)) for i in b] for j, b in enumerate(batches)]
         return batches[:usable][self.rank::self.world_size][self.skip:]
 
     def __iter__(self):
@@ -183,13 +189,15 @@ def _defer_worker_failure_reports() -> None:
 
 
 def build_detection_loader(dataset, *, batch_size: int, train: bool, num_workers: int, aspect_ratio_grouping: bool,
-                           seed: int, distributed: bool, timeout: float = 300.0) -> DataLoader:
+                           seed: int, distributed: bool, timeout: float = 300.0,
+                           batch_scales: list[int] | None = None) -> DataLoader:
     """Loader of (images, targets, metas) lists; `batch_size` is per process; `timeout`: seconds a worker may take
-    for a batch (data.loader_timeout)."""
+    for a batch (data.loader_timeout); `batch_scales`: one shorter side per mini-batch drawn from these (training)."""
     sampler = GroupedBatchSampler(dataset.aspect_ratios(), batch_size=batch_size, shuffle=train,
                                   group=aspect_ratio_grouping, seed=seed,
                                   rank=dist.rank() if distributed else 0,
-                                  world_size=dist.world_size() if distributed else 1, drop_last=train)
+                                  world_size=dist.world_size() if distributed else 1, drop_last=train,
+                                  batch_scales=batch_scales if train else None)
     if num_workers > 0:
         # Workers share the cores with the training process, so OpenCV runs single-threaded in them. It must be set
         # here, before they fork: set inside a forked worker it deadlocks once this process has started OpenCV's

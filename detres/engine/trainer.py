@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,12 @@ from detres import distributed as dist
 from detres.config import Config, config_to_dict, save_config
 from detres.data.detection import DetectionDataset, build_detection_dataset
 from detres.data.loader import build_detection_loader
+from detres.data.proposals import ProposalDataset
+from detres.data.train_scales import train_scale_choices
 from detres.engine.inference import run_inference
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
-from detres.errors import UserError
+from detres.errors import ConfigError, UserError
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import write_metrics
 from detres.io.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
@@ -45,6 +48,7 @@ def build_datasets(cfg: Config) -> tuple[DetectionDataset, DetectionDataset]:
     train = build_detection_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
                                     train=True, seed=cfg.seed, augment=cfg.data.augment,
                                     augment_min_visibility=cfg.data.augment_min_visibility)
+    train.set_train_scales(*train_scale_choices(cfg.data.input, cfg.test.pyramid_scales))
     test = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
                                    train=False)
     if cfg.model.num_classes == 0:  # "from the dataset": the resolved count is what the checkpoint's config holds
@@ -125,10 +129,31 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+@dataclass
+class TrainingPlan:
+    """What one Trainer run trains: the joint detector (the default), or one step of step-wise training."""
+
+    trains: str = "joint"  # joint | rpn | rcnn: the losses of the run (FasterRCNN.set_training_step)
+    fixed: tuple[str, ...] = ()  # parts kept fixed (no gradient, BN statistics kept), e.g. ("trunk",)
+    init: dict[str, Path] = field(default_factory=dict)  # part (trunk, rpn, roi_head) -> checkpoint to start it from
+    proposals: dict | None = None  # image_id (str) -> [K, 4] original-pixel proposals for an rcnn run
+    evaluate: bool = True  # evaluate at the end (and every output.eval_period)
+
+
+def load_parts(model: FasterRCNN, init: dict[str, Path]) -> None:
+    """Each named part's weights from its checkpoint (the run's other parts keep their own initialization)."""
+    for part, path in init.items():
+        weights = load_checkpoint(path)["model"]
+        prefix = f"{part}."
+        getattr(model, part).load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        log.info("%s initialized from %s", part, path)
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and data of one detection run."""
 
-    def __init__(self, cfg: Config, *, resume: bool = False) -> None:
+    def __init__(self, cfg: Config, *, resume: bool = False, plan: TrainingPlan | None = None) -> None:
+        self.plan = plan = plan or TrainingPlan()
         self.cfg = cfg
         self.device = dist.resolve_device(cfg.device)
         self.distributed = dist.init_distributed(self.device)
@@ -143,7 +168,14 @@ class Trainer:
         self.train_set, self.test_set = build_datasets(cfg)
         if self.main:  # again, with what the datasets resolved (model.num_classes: 0)
             save_config(cfg, self.out / "config.yaml")
-        self.model = training_layout(build_model_for_training(cfg, self.train_set).to(self.device), cfg)
+        if (plan.trains == "rcnn") != (plan.proposals is not None):
+            raise ValueError("a TrainingPlan trains 'rcnn' exactly when it gives proposals")
+        model = build_model_for_training(cfg, self.train_set)
+        load_parts(model, plan.init)
+        model.set_training_step(trains=plan.trains, fixed=plan.fixed)
+        if plan.proposals is not None:
+            self.train_set = ProposalDataset(dataset=self.train_set, proposals=plan.proposals)
+        self.model = training_layout(model.to(self.device), cfg)
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.scheduler = build_lr_scheduler(self.optimizer, cfg.solver)
         self.iteration = 0
@@ -157,7 +189,8 @@ class Trainer:
         self.loader = build_detection_loader(self.train_set, batch_size=per_process, train=True,
                                              num_workers=cfg.data.num_workers,
                                              aspect_ratio_grouping=cfg.data.aspect_ratio_grouping, seed=cfg.seed,
-                                             distributed=self.distributed, timeout=cfg.data.loader_timeout)
+                                             distributed=self.distributed, timeout=cfg.data.loader_timeout,
+                                             batch_scales=self.train_set.batch_scales)
         if len(self.loader.batch_sampler._batches()) == 0:
             raise UserError(f"the training set ({len(self.train_set)} images) is smaller than one batch of "
                             f"{per_process}; lower solver.ims_per_batch")
@@ -246,10 +279,10 @@ class Trainer:
                     raise KeyboardInterrupt
                 if self.iteration % cfg.output.checkpoint_period == 0 and self.iteration < cfg.solver.max_iter:
                     self.save(f"model_{self.iteration:07d}.pth")
-                if cfg.output.eval_period and self.iteration % cfg.output.eval_period == 0:
+                if cfg.output.eval_period and self.iteration % cfg.output.eval_period == 0 and self.plan.evaluate:
                     self.evaluate()
         self.save("model_final.pth")
-        metrics = self.evaluate()
+        metrics = self.evaluate() if self.plan.evaluate else {}
         if self.writer:
             self.writer.close()
         return metrics
@@ -308,7 +341,14 @@ class Trainer:
 
 
 def train_detector(cfg: Config, *, resume: bool = False) -> dict[str, float]:
-    """Train and evaluate; returns the final metrics (empty on non-main processes)."""
+    """Train and evaluate; returns the final metrics (empty on non-main processes). solver.mode=stepwise runs
+    the four steps of alternating training (detres.engine.stepwise)."""
+    if cfg.solver.mode == "stepwise":
+        from detres.engine.stepwise import train_stepwise  # it builds on this module
+
+        return train_stepwise(cfg, resume=resume)
+    if cfg.solver.mode != "joint":
+        raise ConfigError(f"solver.mode={cfg.solver.mode!r} is not one of: joint, stepwise")
     trainer = Trainer(cfg, resume=resume)
     try:
         return trainer.train()

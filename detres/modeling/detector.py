@@ -6,16 +6,18 @@ With every option off and one model, `Detector([model], InferenceOptions())(imag
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms
 
 from detres.config import Config
 from detres.data.batching import pad_images
+from detres.errors import ConfigError
 from detres.modeling.faster_rcnn import FasterRCNN
-from detres.modeling.multiscale import pyramid_factors, resize_batch, select_scale_pairs
+from detres.modeling.multiscale import RPN_SCALE_CHOICES, pyramid_factors, resize_batch, rpn_levels, select_scale_pairs
 from detres.modeling.postprocess import select_detections
 from detres.modeling.voting import box_voting
 
@@ -30,11 +32,17 @@ class InferenceOptions:
     pyramid_scales: tuple[int, ...] = (200, 400, 600, 800, 1000)
     max_ratio: float = 1000 / 600  # longer side cap / shorter side of training
     target_side: float = 224.0  # the pre-training crop (data.input.crop_size): the RoI size conv5_x suits best
+    multiscale_rpn: bool = False  # proposals from the pyramid's levels, merged by NMS (test.multiscale_rpn)
+    multiscale_rpn_scales: str = "all"  # all | adjacent (test.multiscale_rpn_scales)
 
 
 def inference_options(cfg: Config) -> InferenceOptions:
     t = cfg.test
-    return InferenceOptions(box_refine=t.box_refine, box_vote=t.box_vote, box_vote_iou=t.box_vote_iou,
+    if t.multiscale_rpn_scales not in RPN_SCALE_CHOICES:
+        raise ConfigError(f"test.multiscale_rpn_scales={t.multiscale_rpn_scales!r} is not one of: "
+                          f"{', '.join(RPN_SCALE_CHOICES)}")
+    return InferenceOptions(multiscale_rpn=t.multiscale_rpn, multiscale_rpn_scales=t.multiscale_rpn_scales,
+                            box_refine=t.box_refine, box_vote=t.box_vote, box_vote_iou=t.box_vote_iou,
                            refine_nms_thresh=t.refine_nms_thresh, multiscale=t.multiscale,
                            pyramid_scales=tuple(sorted(t.pyramid_scales)),
                            max_ratio=cfg.data.input.max_size / cfg.data.input.test_scale,
@@ -50,14 +58,36 @@ class _ModelView:
         self.features = model.trunk(self.batch)
         self.options = options
         self.levels: list[tuple[list[float], list[Tensor]]] = []
-        if options.multiscale:
+        if options.multiscale or options.multiscale_rpn:
             for i, size in enumerate(self.sizes):
                 factors = pyramid_factors(size, list(options.pyramid_scales), options.max_ratio)
                 maps = [model.trunk(resize_batch(self.batch[i:i + 1], f, model.size_divisibility)) for f in factors]
                 self.levels.append((factors, maps))
 
     def proposals(self) -> list[Tensor]:
-        return self.model.rpn(self.features, self.sizes)[0]
+        if not self.options.multiscale_rpn:
+            return self.model.rpn(self.features, self.sizes)[0]
+        return [self._multiscale_proposals(i) for i in range(len(self.sizes))]
+
+    def _multiscale_proposals(self, index: int) -> Tensor:
+        """Multi-scale RPN testing: each chosen level's proposals (the RPN's own top-k and NMS at that level),
+        mapped to the input image, merged by NMS at the RPN's threshold and cut to its post-NMS top-k."""
+        rpn, (height, width) = self.model.rpn, self.sizes[index]
+        factors, maps = self.levels[index]
+        boxes, scores = [], []
+        for level in rpn_levels(factors, self.options.multiscale_rpn_scales):
+            # the input's own level is the batch's feature map (the same numbers single-scale testing uses)
+            own = math.isclose(factors[level], 1.0, rel_tol=1e-6)
+            factor = 1.0 if own else factors[level]
+            fmap = self.features[index:index + 1] if own else maps[level]
+            objectness, deltas, anchors = rpn.head_outputs(fmap)
+            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            (level_boxes, level_scores), = rpn.propose_scored(objectness, deltas, anchors, [size])
+            boxes.append(clip_boxes_to_image(level_boxes / factor, (height, width)))
+            scores.append(level_scores)
+        boxes, scores = torch.cat(boxes), torch.cat(scores)
+        keep = nms(boxes, scores, rpn.nms_thresh)[: rpn.post_nms_topk[1]]
+        return boxes[keep]
 
     def roi_features(self, boxes: list[Tensor]) -> Tensor:
         """[sum K_i, D] per-RoI features: single scale, or maxout over each RoI's two pyramid levels."""

@@ -21,6 +21,7 @@ from detres.modeling.rpn import RPN, RPNHead
 from detres.modeling.weights import load_resnet_weights
 
 TRUNK_STRIDE = 16
+TRAINED_PARTS = ("joint", "rpn", "rcnn")  # what a training forward computes losses for (step-wise training)
 
 
 @dataclass
@@ -46,6 +47,28 @@ class FasterRCNN(nn.Module):
         self.rpn = rpn
         self.roi_head = roi_head
         self.size_divisibility = size_divisibility
+        self.trains = "joint"  # joint: RPN + Fast R-CNN losses | rpn: RPN losses | rcnn: Fast R-CNN on given proposals
+        self.fixed: tuple[str, ...] = ()  # parts (trunk, rpn, roi_head) with no gradient and BN in eval mode
+
+    def set_training_step(self, *, trains: str, fixed: tuple[str, ...] = ()) -> None:
+        """Step-wise training (Ren et al. 2015): which losses the training forward returns, and which parts stay
+        fixed. The part a step does not use is fixed too (no gradient, so DDP sees no unused parameter). `rcnn`
+        takes each image's proposals from its target dict (`target["proposals"]`, [K, 4] input pixels)."""
+        if trains not in TRAINED_PARTS:
+            raise ValueError(f"trains must be one of {TRAINED_PARTS}, got {trains!r}")
+        unused = {"joint": (), "rpn": ("roi_head",), "rcnn": ("rpn",)}[trains]
+        self.trains = trains
+        self.fixed = tuple(dict.fromkeys((*fixed, *unused)))
+        for name in self.fixed:
+            getattr(self, name).requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> FasterRCNN:
+        """As nn.Module.train; fixed parts stay in eval mode (trained BN in them keeps its statistics)."""
+        super().train(mode)
+        for name in self.fixed:
+            getattr(self, name).eval()
+        return self
 
     def backbone(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Pad the images into one batch and run the trunk: ([B, C, H/16, W/16], unpadded sizes)."""
@@ -57,6 +80,11 @@ class FasterRCNN(nn.Module):
             if targets is None:
                 raise ValueError("FasterRCNN in training mode needs targets")
             features, sizes = self.backbone(images)
+            if self.trains == "rcnn":  # Fast R-CNN step: the proposals of the previous RPN, computed once
+                return self.roi_head.losses(features, [t["proposals"] for t in targets], targets, sizes)
+            if self.trains == "rpn":  # RPN step: anchor losses only, no proposals needed
+                objectness, deltas, anchors = self.rpn.head_outputs(features)
+                return self.rpn.losses(objectness, deltas, anchors, sizes, targets)
             proposals, losses = self.rpn(features, sizes, targets)
             losses.update(self.roi_head.losses(features, proposals, targets, sizes))
             return losses
@@ -67,6 +95,15 @@ class FasterRCNN(nn.Module):
         features, sizes = self.backbone(images)
         proposals, _ = self.rpn(features, sizes)
         return Intermediates(features, sizes, proposals, self.roi_head.predict_boxes(features, proposals, sizes))
+
+
+    @torch.no_grad()
+    def propose(self, images: list[Tensor], topk: tuple[int, int] | None = None) -> list[Tensor]:
+        """The RPN's proposals B x [K, 4] (input pixels) in the current mode; topk (pre-NMS, post-NMS) overrides
+        the mode's counts (step-wise training stores the training counts' proposals from the eval-mode RPN)."""
+        features, sizes = self.backbone(images)
+        objectness, deltas, anchors = self.rpn.head_outputs(features)
+        return self.rpn.propose(objectness, deltas, anchors, sizes, topk)
 
 
 def build_faster_rcnn(cfg: Config, *, calibration_images: Iterable[Tensor] | None = None,

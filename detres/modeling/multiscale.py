@@ -48,3 +48,23 @@ def resize_batch(batch: Tensor, factor: float, size_divisibility: int) -> Tensor
     out = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
     pad_h, pad_w = (-h) % size_divisibility, (-w) % size_divisibility
     return F.pad(out, (0, pad_w, 0, pad_h)) if pad_h or pad_w else out
+
+
+RPN_SCALE_CHOICES = ("all", "adjacent")
+
+
+def rpn_levels(factors: list[float], which: str) -> list[int]:
+    """The pyramid levels (indices into increasing `factors`) whose RPN proposes in multi-scale RPN testing.
+
+    all: every level. adjacent: the two levels around the test scale (the input, factor 1): the level nearest it
+    in log scale and, of its neighbours, the nearer one (ties to the larger scale); one level if the pyramid has one.
+    """
+    if which not in RPN_SCALE_CHOICES:
+        raise ValueError(f"which must be one of {RPN_SCALE_CHOICES}, got {which!r}")
+    if which == "all" or len(factors) == 1:
+        return list(range(len(factors)))
+    dist = [abs(math.log(f)) for f in factors]
+    k1 = min(range(len(factors)), key=lambda k: (dist[k], -k))
+    neighbours = [k for k in (k1 - 1, k1 + 1) if 0 <= k < len(factors)]
+    k2 = min(neighbours, key=lambda k: (dist[k], -k))
+    return sorted((k1, k2))

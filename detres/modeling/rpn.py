@@ -89,10 +89,19 @@ class RPN(nn.Module):
 
     @torch.no_grad()
     def propose(self, objectness: Tensor, deltas: Tensor, anchors: Tensor,
-                image_sizes: list[tuple[int, int]]) -> list[Tensor]:
-        """Top-N by objectness, decode, clip to each image, drop tiny boxes, NMS, keep the post-NMS top-N."""
-        pre_n = self.pre_nms_topk[0 if self.training else 1]
-        post_n = self.post_nms_topk[0 if self.training else 1]
+                image_sizes: list[tuple[int, int]], topk: tuple[int, int] | None = None) -> list[Tensor]:
+        """Top-N by objectness, decode, clip to each image, drop tiny boxes, NMS, keep the post-NMS top-N.
+
+        topk: (pre-NMS, post-NMS) counts; default the pair of the current mode (train or test).
+        """
+        return [boxes for boxes, _ in self.propose_scored(objectness, deltas, anchors, image_sizes, topk)]
+
+    @torch.no_grad()
+    def propose_scored(self, objectness: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: list[tuple[int, int]],
+                       topk: tuple[int, int] | None = None) -> list[tuple[Tensor, Tensor]]:
+        """As `propose`, with each proposal's objectness logit: B x (boxes [K, 4], scores [K]), best first."""
+        mode = 0 if self.training else 1
+        pre_n, post_n = topk if topk is not None else (self.pre_nms_topk[mode], self.post_nms_topk[mode])
         scores, order = objectness.topk(min(pre_n, objectness.shape[1]), dim=1)
         top_deltas = torch.gather(deltas, 1, order[..., None].expand(-1, -1, 4))
         proposals = []
@@ -102,8 +111,13 @@ class RPN(nn.Module):
             keep = remove_small_boxes(boxes, max(self.min_box_size, 1e-3))
             boxes, box_scores = boxes[keep], scores[i][keep]
             keep = nms(boxes.float(), box_scores.float(), self.nms_thresh)[:post_n]
-            proposals.append(boxes[keep].float())
+            proposals.append((boxes[keep].float(), box_scores[keep].float()))
         return proposals
+
+    def head_outputs(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """features [B, C, H, W] -> (objectness [B, N], deltas [B, N, 4], anchors [N, 4]) on the map's anchor grid."""
+        objectness, deltas = flatten_head_outputs(*self.head(features))
+        return objectness, deltas, self.anchor_generator.grid(features.shape[2], features.shape[3], features.device)
 
     def label_anchors(self, anchors: Tensor, image_size: tuple[int, int],
                       target: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
