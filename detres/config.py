@@ -175,6 +175,10 @@ class TestConfig:
     refine_nms_thresh: float = 0.3
     multiscale: bool = False
     pyramid_scales: list[int] = field(default_factory=lambda: [200, 400, 600, 800, 1000])
+    # tiled inference for large images (detres/engine/tiled_inference.py, docs/own_data.md)
+    tile_size: int = 0  # tile side in original-image pixels; 0 = off (the whole image at test_scale)
+    tile_overlap: float = 0.25  # fraction of tile_size that neighbouring tiles share; objects up to this fit in one
+    tile_whole_image: bool = False  # with tiles: also detect the whole image at test_scale (large objects)
     # classification testing
     cls_mode: str = "center"  # center | tencrop | fullyconv
     cls_scales: list[int] = field(default_factory=lambda: [224, 256, 384, 480, 640])
