@@ -28,6 +28,7 @@ from detres.data.transforms import prepare_image
 from detres.distributed import resolve_device
 from detres.engine.loading import load_detector
 from detres.engine.soak import MemoryTrace
+from detres.engine.tiled_inference import detect_image
 from detres.errors import DataError, UserError
 from detres.modeling.fast_inference import autocast_dtype
 from detres.vis import draw_detections
@@ -110,6 +111,10 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
 
 def detect_one(model, rgb: np.ndarray, cfg, device: torch.device, score_thr: float) -> tuple[np.ndarray, ...]:
     """(boxes [K, 4] XYXY in the image's pixels, scores [K], labels [K]) of the detections above `score_thr`."""
+    if cfg.test.tile_size:  # large images: tiles at the training scale, merged (docs/own_data.md)
+        det = detect_image(model, rgb, cfg, device)
+        keep = det["scores"] >= score_thr
+        return det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
     tensor, factor = prepare_image(rgb, short=cfg.data.input.test_scale, max_size=cfg.data.input.max_size,
                                    pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std)
     dtype = autocast_dtype(cfg.test.precision, device)
@@ -169,11 +174,22 @@ def main() -> int:
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--score-thr", type=float, default=0.5, help="draw and report detections above this score")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="cut each image into tiles of this many original pixels, detected at the training "
+                             "scale and merged (sets test.tile_size; default: the config's, 0 = whole image); "
+                             "for example --tile 800")
+    parser.add_argument("--tile-overlap", type=float, default=None,
+                        help="fraction of the tile side that neighbouring tiles share (sets test.tile_overlap; "
+                             "default: the config's, 0.25); for example --tile-overlap 0.3")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_folders(args.input, args.output)
     cfg = load_config(args.cfg, args.overrides)
+    if args.tile is not None:
+        cfg.test.tile_size = args.tile
+    if args.tile_overlap is not None:
+        cfg.test.tile_overlap = args.tile_overlap
     device = resolve_device(cfg.device)
     model, class_map, _ = load_detector(args.ckpt, cfg, optimize=True)
     model.to(device)
