@@ -120,6 +120,9 @@ def write_histograms(records: list[DetRecord], table: ScaledBoxes, out_dir: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 20, 30, 100 rather than 2x10^1 on log axes
 
     out_dir.mkdir(parents=True, exist_ok=True)
     scales = ", ".join(str(s) for s in sorted({int(s) for s in table.scale}))
@@ -132,6 +135,8 @@ def write_histograms(records: list[DetRecord], table: ScaledBoxes, out_dir: Path
     for i, size in enumerate(anchor_sizes or []):
         ax.axvline(size, color="tab:red", linestyle="--", label="anchor sizes" if i == 0 else None)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("box side sqrt(w*h) at the training scale (pixels, log scale)")
     ax.set_ylabel("boxes")
     ax.set_title(f"Box sizes at training scale {scales} ({len(table)} boxes)")
@@ -145,6 +150,8 @@ def write_histograms(records: list[DetRecord], table: ScaledBoxes, out_dir: Path
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(ratio, bins=np.geomspace(ratio.min(), ratio.max() * 1.01 + 1e-6, 40), color="tab:green")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("aspect ratio h/w (log scale; 1 = square, 2 = twice as tall as wide)")
     ax.set_ylabel("boxes")
     ax.set_title(f"Box aspect ratios ({len(table)} boxes)")
