@@ -172,3 +172,22 @@ def test_merge_by_hand():
                    ((40.0, 22.0, 150.0, 45.0), 0.95, 2),  # two truncated halves that agree in [60, 100]: union
                    ((60.0, 30.0, 64.0, 40.0), 0.5, 3),    # truncated, no full box of its class, no partner: kept
                    ((45.0, 5.0, 70.0, 15.0), 0.4, 4)}     # its partial view (IoU 0.4, score 0.9) dropped
+
+
+def test_dataset_path_reads_originals_and_returns_original_pixels(tmp_path):
+    """tools/test_det.py's path: each record's original image is read and detected by tiles, in its pixels."""
+    from types import SimpleNamespace
+
+    from detres.data.records import DetRecord
+    from detres.engine.tiled_inference import run_tiled_inference
+
+    boxes = [[300, 200, 316, 214], [10, 500, 24, 520]]
+    rgb = _scene(6 * TRAIN, boxes, [1, 2])
+    cv2.imwrite(str(tmp_path / "big.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    rec = DetRecord(str(tmp_path / "big.png"), 7, 6 * TRAIN, 6 * TRAIN)
+    out = run_tiled_inference(BlobDetector(), SimpleNamespace(records=[rec]), _cfg(TRAIN), torch.device("cpu"),
+                              progress=False)
+    assert list(out) == [7]
+    order = np.argsort(out[7]["boxes"][:, 0])[::-1]
+    np.testing.assert_allclose(out[7]["boxes"][order], np.array(boxes, np.float32))
+    assert out[7]["labels"][order].tolist() == [1, 2] and out[7]["boxes"].dtype == np.float32
