@@ -156,3 +156,14 @@ def test_tool_writes_stats_and_histograms(tmp_path, monkeypatch, capsys, fit):
         assert "model.rpn.anchor_sizes=[" in out and "anchor_sizes: [" in out
     else:
         assert "fitted_anchors" not in stats
+
+
+def test_bad_options_are_one_line_errors(monkeypatch):
+    from detres.errors import DataError, UserError
+
+    monkeypatch.setattr(sys, "argv", ["dataset_stats.py", "--cfg", str(REPO / "configs" / "demo.yaml"),
+                                      "--fit-anchors", "--target", "1.5"])
+    with pytest.raises(UserError, match="--target must be a fraction"):
+        _tool("dataset_stats").main()
+    with pytest.raises(DataError, match="no trainable boxes"):
+        scaled_boxes(_records([[]]), scales=[512], max_size=512)

@@ -191,3 +191,12 @@ def test_dataset_path_reads_originals_and_returns_original_pixels(tmp_path):
     order = np.argsort(out[7]["boxes"][:, 0])[::-1]
     np.testing.assert_allclose(out[7]["boxes"][order], np.array(boxes, np.float32))
     assert out[7]["labels"][order].tolist() == [1, 2] and out[7]["boxes"].dtype == np.float32
+
+
+@pytest.mark.parametrize("size,overlap,key", [(0, 0.25, "test.tile_size"), (128, 1.0, "test.tile_overlap"),
+                                              (128, -0.1, "test.tile_overlap")])
+def test_bad_tile_settings_name_the_key(size, overlap, key):
+    from detres.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        tile_grid(100, 100, size=size, overlap=overlap)
