@@ -200,3 +200,20 @@ def test_bad_tile_settings_name_the_key(size, overlap, key):
 
     with pytest.raises(ConfigError, match=key):
         tile_grid(100, 100, size=size, overlap=overlap)
+
+
+def test_whole_image_boxes_small_enough_for_a_tile_are_left_to_the_tiles():
+    """The whole-image pass (the first model call) adds a small box (3 px there, 18 px in the image: under the
+    32-px shared strip, so the tiles own it) and a large one (60 px there, 360 px): only the large one stays."""
+
+    class WithWholeExtras(BlobDetector):
+        def __call__(self, images):
+            out = super().__call__(images)
+            if len(self.inputs) == 1:
+                out[0] = {"boxes": torch.tensor([[50.0, 50, 53, 53], [0, 0, 60, 60]]),
+                          "scores": torch.tensor([0.8, 0.7]), "labels": torch.tensor([1, 2])}
+            return out
+
+    det = detect_image(WithWholeExtras(), np.zeros((6 * TRAIN, 6 * TRAIN, 3), np.uint8), _cfg(TRAIN, whole=True),
+                       torch.device("cpu"))
+    torch.testing.assert_close(det["boxes"], torch.tensor([[0.0, 0, 360, 360]]))
