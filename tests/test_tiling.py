@@ -202,9 +202,9 @@ def test_bad_tile_settings_name_the_key(size, overlap, key):
         tile_grid(100, 100, size=size, overlap=overlap)
 
 
-def test_whole_image_boxes_small_enough_for_a_tile_are_left_to_the_tiles():
-    """The whole-image pass (the first model call) adds a small box (3 px there, 18 px in the image: under the
-    32-px shared strip, so the tiles own it) and a large one (60 px there, 360 px): only the large one stays."""
+def test_whole_image_boxes_no_larger_than_a_tile_are_left_to_the_tiles():
+    """The whole-image pass (the first model call) adds a small box (3 px there, 18 px in the image: smaller than
+    the 128-px tile, so the tiles own it) and a large one (60 px there, 360 px): only the large one stays."""
 
     class WithWholeExtras(BlobDetector):
         def __call__(self, images):
