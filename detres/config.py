@@ -212,6 +212,10 @@ class TestConfig:
     # mapped to the image, merged by NMS (model.rpn.nms_thresh), cut to model.rpn.post_nms_topk_test
     multiscale_rpn: bool = False
     multiscale_rpn_scales: str = "all"  # all pyramid levels | adjacent: the two levels around the test scale
+    # tiled inference for large images (detres/engine/tiled_inference.py, docs/own_data.md)
+    tile_size: int = 0  # tile side in original-image pixels; 0 = off (the whole image at test_scale)
+    tile_overlap: float = 0.25  # fraction of tile_size that neighbouring tiles share; objects up to this fit in one
+    tile_whole_image: bool = False  # with tiles: also detect the whole image at test_scale (large objects)
     # classification testing
     cls_mode: str = "center"  # center | tencrop | fullyconv
     cls_scales: list[int] = field(default_factory=lambda: [224, 256, 384, 480, 640])

@@ -60,6 +60,13 @@ def main() -> int:
                         help="with --format coco, when --input is a COCO dataset's image folder: its annotation "
                              "file, e.g. datasets/shapes/coco/annotations/instances_val.json, whose image ids the "
                              "results use (default: none, ids 1..N in sorted file order)")
+    parser.add_argument("--tile", type=int, default=None, metavar="PIXELS",
+                        help="cut each image into tiles of this many original pixels, detected at the training "
+                             "scale and merged (sets test.tile_size; default: the config's, 0 = whole image); "
+                             "for example --tile 800")
+    parser.add_argument("--tile-overlap", type=float, default=None, metavar="F",
+                        help="fraction of the tile side that neighbouring tiles share (sets test.tile_overlap; "
+                             "default: the config's, 0.25); for example --tile-overlap 0.3")
     add_overrides(parser)
     add_progress(parser)
     args = parser.parse_args()
@@ -69,6 +76,10 @@ def main() -> int:
     check_folders(args.input, args.output)
     ckpts = [args.ckpt] if args.ckpt else []
     cfg = config_for_predictor(args.cfg, ckpts=ckpts, model_dir=args.model, overrides=args.overrides)
+    if args.tile is not None:
+        cfg.test.tile_size = args.tile
+    if args.tile_overlap is not None:
+        cfg.test.tile_overlap = args.tile_overlap
     workers = cfg.data.num_workers if args.workers is None else args.workers
     if workers < 0:
         parser.error(f"--workers must be 0 or more, got {workers}")

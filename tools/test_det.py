@@ -18,6 +18,7 @@ from detres.data.detection import build_detection_dataset
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
 from detres.engine.predictor import build_predictor, config_for_predictor
+from detres.engine.tiled_inference import run_tiled_inference
 from detres.engine.trainer import eval_loader
 from detres.evaluation.coco import detections_to_coco_results
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
@@ -52,8 +53,11 @@ def main() -> int:
     detector = build_predictor(cfg, ckpts=args.ckpt, model_dir=args.model, device=device)
     dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
                                       pixel_std=cfg.model.backbone.pixel_std, train=False)
-    detections = run_inference(detector, eval_loader(cfg, dataset), device=device,
-                               autocast_dtype=autocast_dtype(cfg.test.precision, device))
+    if cfg.test.tile_size:  # large images: tiles at the training scale, merged (docs/own_data.md)
+        detections = run_tiled_inference(detector, dataset, cfg, device)
+    else:
+        detections = run_inference(detector, eval_loader(cfg, dataset), device=device,
+                                   autocast_dtype=autocast_dtype(cfg.test.precision, device))
     metrics = evaluate_detections(dataset, detections, cfg.test.eval_metrics or default_metrics(cfg.data.test.format),
                                   cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
                                   coco_backend=cfg.test.coco_backend)

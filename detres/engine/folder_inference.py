@@ -41,6 +41,7 @@ from detres.engine.infer_journal import (
 )
 from detres.engine.inference import to_original
 from detres.engine.soak import MemoryTrace
+from detres.engine.tiled_inference import detect_image
 from detres.errors import DataError, UserError
 from detres.io.folders import EXTENSIONS, find_images, output_names, write_file_atomic
 from detres.modeling.fast_inference import autocast_dtype
@@ -101,6 +102,14 @@ def detect(predictor: Predictor, tensor: torch.Tensor, orig_size: tuple[int, int
     scale = (tensor.shape[1] / orig_size[0], tensor.shape[2] / orig_size[1])
     found = to_original({k: v[keep] for k, v in det.items()}, {"scale": scale, "orig_size": orig_size})
     return found["boxes"], found["scores"], found["labels"]
+
+
+def detect_tiled(predictor: Predictor, rgb: np.ndarray, cfg: Config, *, device: torch.device,
+                 score_thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`detect` for test.tile_size > 0: tiles of the original image at the training scale, merged."""
+    det = detect_image(predictor, rgb, cfg, device)
+    keep = det["scores"] >= score_thr
+    return det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
 
 
 def _float32(value) -> float:
@@ -203,7 +212,8 @@ def infer_folder(predictor: Predictor, class_map: ClassMap, cfg: Config, device:
         log.info("resuming: %d of %d images already done", len(done), len(keys))
     tic = time.perf_counter()
     trace = MemoryTrace(baseline_step=max(1, len(todo) // 10))
-    dataset = FolderImages([images[i] for i in todo], cfg=cfg, keep_rgb=draw)
+    tiled = cfg.test.tile_size > 0  # large images: the model runs on tiles of the original (detect_image)
+    dataset = FolderImages([images[i] for i in todo], cfg=cfg, keep_rgb=draw or tiled)
     loader = build_folder_loader(dataset, workers=workers, timeout=cfg.data.loader_timeout)
     detected = 0
     with JournalWriter(journal_path(output_dir, rank), header) as journal:
@@ -214,8 +224,12 @@ def infer_folder(predictor: Predictor, class_map: ClassMap, cfg: Config, device:
                 log.warning("skipped: %s", item["error"])
                 journal.append({"image": key, "failed": item["error"]})
             else:
-                boxes, scores, labels = detect(predictor, item["tensor"], tuple(item["orig_size"]), device=device,
-                                               precision=cfg.test.precision, score_thr=score_thr)
+                if tiled:
+                    boxes, scores, labels = detect_tiled(predictor, item["rgb"].numpy(), cfg, device=device,
+                                                         score_thr=score_thr)
+                else:
+                    boxes, scores, labels = detect(predictor, item["tensor"], tuple(item["orig_size"]),
+                                                   device=device, precision=cfg.test.precision, score_thr=score_thr)
                 if draw:
                     _write_drawing(output_dir / names[key], item["rgb"].numpy(), boxes, scores, labels, class_map,
                                    images[todo[item["index"]]])

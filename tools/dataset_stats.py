@@ -1,0 +1,109 @@
+"""Dataset statistics and anchor coverage; with --fit-anchors, anchors and input scale fitted to the boxes.
+
+    python tools/dataset_stats.py --cfg configs/demo.yaml --fit-anchors
+    python tools/dataset_stats.py --cfg my.yaml --split test --out stats/ data.input.train_scales=[800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from detres.cli import run_main
+from detres.config import load_config
+from detres.data.detection import read_records
+from detres.data.stats import dataset_summary, scaled_boxes, write_histograms
+from detres.errors import UserError
+from detres.modeling.anchor_fit import coverage, fit_anchors_and_scale, scale_note
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"could not write {path}: {exc.strerror or exc}; check --out") from None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Counts, box sizes and anchor coverage of a detection dataset "
+                                                 "(annotations only; no image is decoded).")
+    parser.add_argument("--cfg", required=True, help="detection config whose data.<split> is read, "
+                                                     "e.g. configs/demo.yaml")
+    parser.add_argument("--split", choices=["train", "test"], default="train",
+                        help="which dataset of the config (data.train or data.test); default: train")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for stats.json and the histograms; default: <output.dir>/dataset_stats, "
+                             "e.g. --out stats/")
+    parser.add_argument("--fit-anchors", action="store_true",
+                        help="also propose model.rpn.anchor_sizes/aspect_ratios and data.input scales reaching "
+                             "--target coverage at IoU 0.5, printed as KEY=VALUE overrides and YAML; default: off")
+    parser.add_argument("--target", type=float, default=0.99,
+                        help="with --fit-anchors: fraction of boxes whose best anchor has IoU >= --iou; default 0.99")
+    parser.add_argument("--iou", type=float, default=0.5,
+                        help="with --fit-anchors: the IoU at which a box counts as covered; default 0.5 "
+                             "(0.7 is the RPN's foreground threshold), e.g. --iou 0.7")
+    parser.add_argument("--max-anchors", type=int, default=15,
+                        help="with --fit-anchors: most anchors per position (sizes x ratios); default 15")
+    parser.add_argument("--max-upscale", type=float, default=4.0,
+                        help="with --fit-anchors: largest input upscale tried for small objects (1 = keep the "
+                             "configured scale); default 4, e.g. --max-upscale 1")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. data.input.train_scales=[800]")
+    args = parser.parse_args()
+    if not 0.0 < args.target <= 1.0:
+        raise UserError(f"--target must be a fraction in (0, 1], got {args.target}; for example 0.99")
+    if not 0.0 < args.iou < 1.0:
+        raise UserError(f"--iou must be in (0, 1), got {args.iou}; for example 0.5")
+    cfg = load_config(args.cfg, args.overrides)
+    records, class_map = read_records(getattr(cfg.data, args.split))
+    inp, rpn = cfg.data.input, cfg.model.rpn
+    table = scaled_boxes(records, scales=list(inp.train_scales), max_size=inp.max_size)
+    stats = dataset_summary(records, class_map, table)
+    # coverage: anchors at the nearest stride-16 grid point, as the RPN labels them (anchor_fit's docstring)
+    stats["anchor_coverage"] = {"anchor_sizes": list(rpn.anchor_sizes), "aspect_ratios": list(rpn.aspect_ratios),
+                                "method": "best IoU with the anchors at the box centre's nearest stride-16 grid "
+                                          "point", **coverage(table, sizes=rpn.anchor_sizes, ratios=rpn.aspect_ratios)}
+    out = args.out or Path(cfg.output.dir) / "dataset_stats"
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = write_histograms(records, table, out, anchor_sizes=list(rpn.anchor_sizes))
+
+    print(f"{stats['images']} images ({stats['images_without_boxes']} without boxes), {stats['boxes']} boxes "
+          f"(+{stats['boxes_ignored']} ignored), {stats['boxes_per_image']['mean']:.2f} per image "
+          f"(max {stats['boxes_per_image'].get('max', 0):g})")
+    print("boxes per class: " + ", ".join(f"{k} {v}" for k, v in stats["boxes_per_class"].items()))
+    side, ratio = stats["box_side_px_at_train_scale"], stats["box_aspect_ratio_h_over_w"]
+    print(f"box side sqrt(w*h) at train scale {stats['train_scales']}: min {side['min']:.1f}, p1 {side['p1']:.1f}, "
+          f"median {side['median']:.1f}, p99 {side['p99']:.1f}, max {side['max']:.1f} px")
+    print(f"aspect ratio h/w: p1 {ratio['p1']:.2f}, median {ratio['median']:.2f}, p99 {ratio['p99']:.2f}")
+    cov = stats["anchor_coverage"]
+    print(f"configured anchors {list(rpn.anchor_sizes)} x {list(rpn.aspect_ratios)}: "
+          f"{100 * cov['iou>=0.5']:.1f}% of boxes at IoU >= 0.5, {100 * cov['iou>=0.7']:.1f}% at IoU >= 0.7")
+
+    if args.fit_anchors:
+        fit = fit_anchors_and_scale(records, train_scales=list(inp.train_scales), test_scale=inp.test_scale,
+                                    max_size=inp.max_size, target=args.target, iou=args.iou,
+                                    max_anchors=args.max_anchors, max_upscale=args.max_upscale)
+        stats["fitted_anchors"] = {"anchor_sizes": fit.anchor_sizes, "aspect_ratios": fit.aspect_ratios,
+                                   "train_scales": fit.train_scales, "test_scale": fit.test_scale,
+                                   "max_size": fit.max_size, "num_anchors": fit.num_anchors,
+                                   "reached_target": fit.reached, "target": args.target, "iou": args.iou,
+                                   **fit.coverage}
+        verdict = "reaches" if fit.reached else "does NOT reach (best found)"
+        reached = ", ".join(f"{100 * v:.1f}% at {k.replace('iou>=', 'IoU >= ')}" for k, v in fit.coverage.items())
+        print(f"\nfitted: {fit.num_anchors} anchors, {reached}: {verdict} the target {100 * args.target:g}% at "
+              f"IoU >= {args.iou:g}; {scale_note(fit, list(inp.train_scales))}")
+        print("overrides to paste:\n  " + " ".join(fit.overrides()))
+        print("or in the config:\n" + "".join(f"  {line}\n" for line in fit.yaml().splitlines()), end="")
+    _write_json(out / "stats.json", stats)
+    print(f"wrote {out / 'stats.json'} and {', '.join(p.name for p in pngs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
