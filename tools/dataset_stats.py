@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from detres.cli import run_main
+from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.data.detection import read_records
 from detres.data.stats import dataset_summary, scaled_boxes, write_histograms
@@ -32,8 +31,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Counts, box sizes and anchor coverage of a detection dataset "
-                                                 "(annotations only; no image is decoded).")
+    parser = tool_parser(__doc__)
     parser.add_argument("--cfg", required=True, help="detection config whose data.<split> is read, "
                                                      "e.g. configs/demo.yaml")
     parser.add_argument("--split", choices=["train", "test"], default="train",
@@ -54,7 +52,7 @@ def main() -> int:
     parser.add_argument("--max-upscale", type=float, default=4.0,
                         help="with --fit-anchors: largest input upscale tried for small objects (1 = keep the "
                              "configured scale); default 4, e.g. --max-upscale 1")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. data.input.train_scales=[800]")
+    add_overrides(parser)
     args = parser.parse_args()
     if not 0.0 < args.target <= 1.0:
         raise UserError(f"--target must be a fraction in (0, 1], got {args.target}; for example 0.99")
