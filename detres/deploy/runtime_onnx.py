@@ -23,6 +23,9 @@ class OnnxRuntimeDetector:
         if threads > 0:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's concern
+        # idle intra-op threads sleep instead of spinning: a spinning pool takes the cores from what shares the
+        # process between two images (the reader workers of tools/infer.py, another runtime in tools/bench.py)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
     def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
