@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {  # verb -> tools/<module>.py
     "soak": "soak_memory",
     "bench-infer": "bench_infer",
     "time-coco-eval": "time_coco_eval",
+    "time-export": "time_export",
     "train-cls": "train_cls",
     "test-cls": "test_cls",
     "train-loc": "train_loc",

@@ -9,14 +9,17 @@ from pathlib import Path
 from detres.errors import UserError
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, make_parents: bool = True,
+                 fix: str = "check free disk space and permissions") -> Path:
     """Write `data` to `path` through an exclusively created temporary file and os.replace: a crash leaves the old
-    file or nothing, and a symlink planted at `path` is replaced, not followed. UserError on a failing disk."""
+    file or nothing, and a symlink planted at `path` is replaced, not followed. UserError on a failing disk, whose
+    message ends with `fix`; no temporary file is left."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -24,6 +27,5 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     except OSError as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {path}: {exc.strerror or exc}; check free disk space and permissions") \
-            from None
+        raise UserError(f"could not write {path}: {exc.strerror or exc}; {fix}") from None
     return path

@@ -7,13 +7,12 @@ and the output writers share one implementation.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from detres.errors import UserError
+from detres.io.atomic import write_atomic
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_STEM = 150  # characters of an output name taken from the input path (file names end at 255 bytes)
@@ -69,17 +68,7 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     """Write through a new temporary file and a rename: never half a file under the real name, and a symlink
     already at `path` is replaced, not followed out of the output folder (the temporary file is created
     exclusively, so no planted link is followed either). UserError on a failing disk, no temporary file left."""
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {path}: {exc.strerror or exc}; check free disk space and the "
-                        "permissions of --output") from None
+    write_atomic(path, data, make_parents=False, fix="check free disk space and the permissions of --output")
 
 
 def check_folders(input_dir: Path, output_dir: Path) -> None:
