@@ -19,6 +19,7 @@ from detres.io.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "datasets"))
 import make_shapes  # noqa: E402
+from test_engine_det import tiny_overrides  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,8 @@ def shapes(tmp_path_factory):
 
 
 def _overrides(data: Path, run: Path, *extra: str) -> list[str]:
-    return [f"data.train.ann_file={data}/coco/annotations/instances_train.json",
-            f"data.train.image_dir={data}/coco/train",
-            f"data.test.ann_file={data}/coco/annotations/instances_val.json", f"data.test.image_dir={data}/coco/val",
-            f"output.dir={run}", "output.tensorboard=false", "data.num_workers=0", "model.backbone.width=8",
-            "data.input.train_scales=[64]", "data.input.test_scale=64", "data.input.max_size=128",
-            "model.rpn.anchor_sizes=[16,32,64]", "model.rpn.post_nms_topk_train=40",
-            "model.rpn.post_nms_topk_test=20", "model.roi_head.batch_size_per_image=16", "solver.ims_per_batch=2",
-            "solver.warmup_iters=2", "solver.steps=[5]", "test.eval_metrics=[voc07]", *extra]
+    """The engine tests' tiny run at a training scale of 64 (the square 64x64 images keep their pixels)."""
+    return tiny_overrides(data, run, "data.input.train_scales=[64]", "data.input.test_scale=64", *extra)
 
 
 def _train_set(cfg):
