@@ -48,12 +48,14 @@ def test_bench_agrees_before_timing_and_its_ratios_are_its_figures(bench_json):
 
 def test_profile_tool_lists_both_sides_with_convolutions_on_top():
     done = subprocess.run([sys.executable, str(ROOT / "tools/profile_det.py"), "--cfg", str(ROOT / "configs/demo.yaml"),
-                           "--steps", "1", "--top", "5", "model.backbone.width=8", "data.input.test_scale=128",
-                           "data.input.max_size=176"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--steps", "3", "--top", "5", "data.input.test_scale=128", "data.input.max_size=176"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     sections = [s.strip() for s in done.stdout.split("\n\n") if s.strip()]
     assert [s.split(":")[0] for s in sections] == ["detres", "peer"]
     for section in sections:
         ops = section.splitlines()[1:]
         assert len(ops) == 5
-        assert any("convolution" in line for line in ops)  # a training step of a C4 detector is mostly convs
+        # a training step of a C4 detector is mostly convs; at the demo's width 16 over 3 steps they take ~45% (at
+        # width 8 and 1 step, 0.02 s a step, timer noise could push them out of the top 5 on a busy machine)
+        assert any("convolution" in line for line in ops)
