@@ -78,7 +78,7 @@ def test_existing_run_folder_is_refused_without_resume(shapes, tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_terms_named_and_keeps_the_checkpoint(shapes, tmp_path, monkeypatch):
-    import detres.modeling.roi_heads as roi_heads
+    import detres.modeling.roi_head_training as roi_heads
 
     real = roi_heads.fast_rcnn_losses
     calls = {"n": 0}

@@ -10,6 +10,8 @@ from detres.modeling.anchors import AnchorGenerator
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.modeling.matching import BACKGROUND, IGNORED, Matcher, sample_balanced
 from detres.modeling.postprocess import select_detections
+from detres.modeling.roi_head_training import label_and_sample
+from detres.modeling.rpn_training import label_anchors
 
 
 def test_anchor_grid_against_hand_computation():
@@ -75,11 +77,11 @@ def test_rpn_anchor_labels_thresholds_border_and_crowd():
                             [40.0, 40.0, 50.0, 60.0]])  # gt 1's best anchor, IoU 0.4 < 0.7 -> object anyway
     target = {"boxes": torch.tensor([[0.0, 0.0, 32.0, 32.0], [40.0, 40.0, 60.0, 65.0], [76.0, 0.0, 100.0, 20.0]]),
               "labels": torch.tensor([1, 2, 1]), "ignore": torch.tensor([False, False, True])}
-    labels, boxes = rpn.label_anchors(anchors, (100, 100), target)
+    labels, boxes = label_anchors(rpn, anchors, (100, 100), target)
     assert labels.tolist() == [1, 1, -1, 0, -1, -1, 1]
     assert torch.equal(boxes[6], target["boxes"][1])
     rpn.ignore_cross_boundary = False
-    labels, _ = rpn.label_anchors(anchors, (100, 100), target)
+    labels, _ = label_anchors(rpn, anchors, (100, 100), target)
     assert labels[4] == 0  # with the option off, the border anchor is an ordinary background anchor
 
 
@@ -91,7 +93,7 @@ def test_fast_rcnn_labelling_and_sampling():
                               [10.0, 0.0, 30.0, 20.0],    # IoU 1/3: background
                               [90.0, 90.0, 99.0, 99.0]])  # IoU 0 < 0.1: neither
     target = {"boxes": torch.tensor([[0.0, 0.0, 20.0, 20.0]]), "labels": torch.tensor([2])}
-    rois, cls, reg = head.label_and_sample(proposals, target)
+    rois, cls, reg = label_and_sample(head, proposals, target)
     # 25% of 8 = 2 foreground slots: the gt box itself (added to the proposals) and the 2 fg proposals compete
     assert (cls > 0).sum() == 2 and set(cls[cls > 0].tolist()) == {2}
     assert (cls == 0).sum() == 1 and torch.equal(rois[cls == 0][0], proposals[2])

@@ -221,7 +221,7 @@ def test_ablation_table_has_the_new_rows_and_seed_statistics(finished, shapes, t
     spec.loader.exec_module(tool)
     run = finished[0]
     ckpt = str(run / "model_final.pth")
-    overrides = [o for o in tiny_overrides(shapes, tmp_path / "x") if o.startswith(("data.", "model.rpn"))]
+    overrides = [o for o in tiny_overrides(shapes, tmp_path / "x") if o.startswith(("data.", "model."))]
     monkeypatch.setattr(sys, "argv", ["ablate_det.py", "--cfg", str(REPO / "configs" / "demo.yaml"), "--seeds", "2",
                                       "--ckpt", ckpt, "--ckpt-mstrain", ckpt, "--ckpt-stepwise", ckpt,
                                       "--out", str(tmp_path / "t9"), "test.pyramid_scales=[64,80,96]", *overrides])

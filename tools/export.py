@@ -1,4 +1,7 @@
-"""Export a trained detector for ONNX Runtime / OpenVINO (and int8), or as a torch.export program.
+"""Export a trained detector for ONNX Runtime / OpenVINO (and int8 for OpenVINO).
+
+The test-time options the graph bakes in (score threshold, NMS, proposal counts: docs/deploy.md's options table)
+take this run's values, overrides included, and the folder records them.
 
     python tools/export.py --cfg configs/demo.yaml --ckpt runs/demo/model_final.pth --format onnx --out runs/demo/export
     python tools/export.py --cfg configs/demo.yaml --ckpt runs/demo/model_final.pth --out runs/demo/export \
@@ -13,6 +16,7 @@ import time
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
 from detres.data.detection import build_detection_dataset
+from detres.deploy.artifact import FORMATS
 from detres.deploy.export import export_detector
 from detres.deploy.quantize import calibration_images
 from detres.engine.loading import load_detector
@@ -22,8 +26,9 @@ def main() -> int:
     parser = tool_parser(__doc__)
     add_cfg_from_ckpt(parser)
     parser.add_argument("--ckpt", required=True, help="detection checkpoint, e.g. runs/demo/model_final.pth")
-    parser.add_argument("--format", default="onnx", choices=["onnx", "torch-export"],
-                        help="onnx (default; ONNX Runtime and OpenVINO) or torch-export (a .pt2 program)")
+    parser.add_argument("--format", default="onnx", choices=sorted(FORMATS),
+                        help="onnx (the default and only format: ONNX Runtime and OpenVINO run it; torch.export's .pt2 "
+                             "is not offered, docs/deploy.md says why)")
     parser.add_argument("--out", required=True, help="output folder, e.g. runs/demo/export (created; the json goes "
                         "in last)")
     parser.add_argument("--int8", action="store_true", help="also write an int8 OpenVINO model (NNCF post-training "
@@ -36,13 +41,12 @@ def main() -> int:
     cfg = config_for_checkpoint(args.cfg, args.ckpt, args.overrides)
     tic = time.perf_counter()
     model, class_map, stored = load_detector(args.ckpt, cfg)
-    stored.deploy = cfg.deploy  # the checkpoint's architecture, this run's export settings
-    calibration = None
+    calibration = None  # the checkpoint's architecture, this run's test-time and export settings (load_detector)
     if args.int8:
         dataset = build_detection_dataset(stored.data.train, input_cfg=stored.data.input,
                                           pixel_mean=stored.model.backbone.pixel_mean,
                                           pixel_std=stored.model.backbone.pixel_std, train=False)
-        calibration = calibration_images(dataset, args.calib or cfg.deploy.calib_images)
+        calibration = calibration_images(dataset, cfg.deploy.calib_images if args.calib is None else args.calib)
     out = export_detector(model, stored, class_map, args.out, fmt=args.format, calibration=calibration)
     print(f"exported {args.format}{' + int8' if args.int8 else ''} to {out} in {time.perf_counter() - tic:.1f}s")
     return 0

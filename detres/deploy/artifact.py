@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,13 @@ from typing import Any
 import detres
 from detres.config import Config, config_to_dict
 from detres.data.records import ClassMap
+from detres.deploy.option_policy import baked_values
 from detres.errors import UserError
+from detres.io.atomic import write_atomic
 
 INFO_FILE = "detres_export.json"
-FORMAT_VERSION = 1  # bump when the graph's inputs/outputs or this json change meaning
-FORMATS = {"onnx": "model.onnx", "torch-export": "model.pt2"}
+FORMAT_VERSION = 2  # bump when the graph's inputs/outputs or this json change meaning (2: the baked options)
+FORMATS = {"onnx": "model.onnx"}
 INT8_FILE = "model_int8.xml"  # OpenVINO IR (with model_int8.bin) written by NNCF
 
 
@@ -52,6 +53,11 @@ class ExportInfo:
     @property
     def input(self) -> dict[str, Any]:
         return self.data["input"]
+
+    @property
+    def baked(self) -> dict[str, Any]:
+        """{option key: value} of the test-time options fixed into the graph at export (detres.deploy.option_policy)."""
+        return self.data["baked"]
 
 
 def versions() -> dict[str, str]:
@@ -87,18 +93,15 @@ def build_info(cfg: Config, class_map: ClassMap, fmt: str) -> dict[str, Any]:
                   "resize": "shorter side to test_scale, longer side at most max_size, bilinear (OpenCV)"},
         "outputs": {"boxes": "[K, 4] float32 XYXY pixels of the input tensor", "scores": "[K] float32",
                     "labels": "[K] int64 in 1..C (class_names[label - 1])"},
+        "baked": baked_values(cfg),
         "config": config_to_dict(cfg),
     }
 
 
 def write_info(folder: Path, info: dict[str, Any]) -> Path:
-    """Write the json atomically (temporary file, then rename)."""
-    path = folder / INFO_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{INFO_FILE}.", dir=folder)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(info, handle, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """Write the json atomically (temporary file, then rename), readable by the other users of a model folder."""
+    path = write_atomic(folder / INFO_FILE, json.dumps(info, indent=1))
+    path.chmod(0o644)
     return path
 
 

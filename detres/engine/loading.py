@@ -6,6 +6,7 @@ import os
 
 from detres.config import Config, config_from_dict
 from detres.data.records import ClassMap
+from detres.deploy.option_policy import merge_model_keys
 from detres.errors import CheckpointError
 from detres.io.checkpoint import load_checkpoint
 from detres.modeling.fast_inference import optimize_for_inference
@@ -19,8 +20,10 @@ def load_detector(path: str | os.PathLike, cfg: Config | None = None, *,
     optimize: inference only — frozen BN folded into the convs and channels-last weights (same detections to
     ~1e-5, faster; see BENCHMARKS.md). Such a model must not be trained or saved.
 
-    The model is built from the checkpoint's own config (its architecture), with the test settings of `cfg`
-    when given, so a checkpoint always loads into the network that wrote it.
+    The model is built from the checkpoint's own config (its architecture), with the test-time settings of `cfg`
+    when given (its test, data and deploy sections and the test-time model keys of detres.deploy.option_policy),
+    so a checkpoint always loads into the network that wrote it; an architecture key of `cfg` that differs from the
+    checkpoint's is refused.
     """
     state = load_checkpoint(path)
     missing = [k for k in ("model", "config", "class_map") if k not in state]
@@ -28,9 +31,8 @@ def load_detector(path: str | os.PathLike, cfg: Config | None = None, *,
         raise CheckpointError(f"{path} is not a detres detection checkpoint (missing {', '.join(missing)})")
     stored = config_from_dict(state["config"])
     if cfg is not None:
-        stored.test = cfg.test
-        stored.data = cfg.data
-        stored.model.roi_head.chunk_size = cfg.model.roi_head.chunk_size
+        merge_model_keys(cfg, stored, where=f"checkpoint {path}")
+        stored.test, stored.data, stored.deploy = cfg.test, cfg.data, cfg.deploy
     stored.model.backbone.weights = ""  # the checkpoint holds every weight
     model = build_faster_rcnn(stored)
     try:

@@ -15,8 +15,9 @@ from detres.cli.ckpt_config import config_for_checkpoint
 from detres.config import Config, config_from_stored
 from detres.data.records import ClassMap
 from detres.deploy.artifact import read_export_info
-from detres.deploy.export import check_exportable, export_detector
-from detres.deploy.loader import BACKENDS, open_exported
+from detres.deploy.export import EXPORT_FORMAT, export_detector
+from detres.deploy.loader import BACKENDS, check_runtime, open_exported
+from detres.deploy.option_policy import baked_values, check_baked, check_options
 from detres.engine.loading import load_detector
 from detres.errors import ConfigError, UserError
 from detres.modeling.detector import Detector, inference_options
@@ -48,33 +49,60 @@ class Predictor:
 
 def build_predictor(cfg: Config, *, ckpts: Sequence[str] = (), model_dir: str | os.PathLike | None = None,
                     device: torch.device | None = None) -> Predictor:
-    """The detector of `cfg.test.backend`: torch runs the checkpoints eagerly (several form an App. B ensemble) or a
-    torch-export folder; onnxruntime/openvino run an export folder (`model_dir`) or export the one checkpoint on the
-    fly into a temporary folder (int8 too, calibrated on deploy.calib_images training images)."""
+    """The detector of `cfg.test.backend`, with every test-time option applied or refused as the options policy
+    (detres.deploy.option_policy) says: torch runs the checkpoints eagerly (several form an App. B ensemble);
+    onnxruntime/openvino run an export folder (`model_dir`), whose baked options must equal `cfg`'s, or export the
+    one checkpoint on the fly into a temporary folder with `cfg`'s options (int8 too, calibrated on
+    deploy.calib_images training images)."""
     backend = cfg.test.backend
     if backend not in BACKENDS:
         raise ConfigError(f"test.backend={backend!r}: expected one of {', '.join(BACKENDS)}")
     if bool(ckpts) == bool(model_dir):
         raise UserError("give either --ckpt (a checkpoint) or --model (a tools/export.py folder), not both or none")
-    if ckpts and backend == "torch":
+    check_options(cfg, backend=backend, num_models=len(ckpts) or 1)
+    if backend == "torch":
+        if model_dir:
+            check_runtime(backend, cfg.deploy.precision)  # refuses: an export folder needs an exported runtime
+        if cfg.deploy.threads > 0:
+            torch.set_num_threads(cfg.deploy.threads)
         loaded = [load_detector(path, cfg, optimize=True) for path in ckpts]
         detector = Detector([model for model, _, _ in loaded], inference_options(cfg))
         return Predictor(run=detector.to(device) if device is not None else detector, class_map=loaded[0][1],
                          backend=backend)
+    check_runtime(backend, cfg.deploy.precision)
     keep = None
     if ckpts:
-        check_exportable(cfg, num_models=len(ckpts))
-        keep = tempfile.TemporaryDirectory(prefix="detres_export_")
-        model, class_map, stored = load_detector(ckpts[0], cfg)
-        stored.deploy = cfg.deploy
-        calibration = _calibration(stored) if cfg.deploy.precision == "int8" else None
-        log.info("exporting %s for test.backend=%s into a temporary folder ...", ckpts[0], backend)
-        model_dir = export_detector(model, stored, class_map, keep.name, fmt="onnx", calibration=calibration)
-    else:
-        check_exportable(cfg)
+        keep = _export_on_the_fly(ckpts[0], cfg, backend)
+        model_dir = keep.name
     run, info = open_exported(model_dir, backend=backend, precision=cfg.deploy.precision, threads=cfg.deploy.threads)
+    check_baked(cfg, info.baked, folder=str(info.folder))
     _check_same_input(cfg, info.input)
     return Predictor(run=run, class_map=info.class_map, backend=backend, keep=keep)
+
+
+# On-the-fly exports of this process, by checkpoint file and everything the export bakes: a tool that builds
+# predictors for several backends or options (detres ablate, the options tests) exports each graph once.
+_EXPORTS: dict[tuple, tempfile.TemporaryDirectory] = {}
+
+
+def _export_on_the_fly(ckpt: str, cfg: Config, backend: str) -> tempfile.TemporaryDirectory:
+    """A temporary export folder of `ckpt` with `cfg`'s baked options (and int8 model when deploy.precision asks)."""
+    stat = os.stat(ckpt)
+    int8 = cfg.deploy.precision == "int8"
+    key = (os.path.realpath(ckpt), stat.st_mtime_ns, stat.st_size, repr(sorted(baked_values(cfg).items())), int8,
+           cfg.deploy.calib_images if int8 else None)
+    if key in _EXPORTS:
+        log.info("test.backend=%s: the export of %s made earlier in this process, with the same options", backend,
+                 ckpt)
+        return _EXPORTS[key]
+    folder = tempfile.TemporaryDirectory(prefix="detres_export_")
+    model, class_map, stored = load_detector(ckpt, cfg)
+    calibration = _calibration(stored) if int8 else None
+    log.info("exporting %s for test.backend=%s into a temporary folder, with %s ...", ckpt, backend,
+             ", ".join(f"{k}={v}" for k, v in baked_values(stored).items()))
+    export_detector(model, stored, class_map, folder.name, fmt=EXPORT_FORMAT, calibration=calibration)
+    _EXPORTS[key] = folder
+    return folder
 
 
 def _calibration(cfg: Config) -> list[Tensor]:

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, clip_boxes_to_image, nms
+from torchvision.ops import clip_boxes_to_image, nms
 
 from detres.config import Config
 from detres.data.batching import pad_images
 from detres.errors import ConfigError
 from detres.modeling.faster_rcnn import FasterRCNN
 from detres.modeling.multiscale import RPN_SCALE_CHOICES, pyramid_factors, resize_batch, rpn_levels, select_scale_pairs
-from detres.modeling.postprocess import select_detections
+from detres.modeling.postprocess import class_candidates
 from detres.modeling.voting import box_voting
 
 
@@ -115,10 +115,12 @@ class _ModelView:
         return torch.maximum(merged[0], merged[1])
 
     def predict(self, boxes: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        """Per image (scores [K, C+1], boxes [K, C+1, 4]) for the given boxes."""
+        """Per image (scores [K, C+1], boxes [K, C+1, 4]) for the given boxes: the model's own `forward_boxes` at
+        one scale; with multi-scale testing, the maxout features with the image's context appended."""
         head = self.model.roi_head
-        feats = head.add_context(self.roi_features(boxes), self.features, boxes, self.sizes)
-        logits, deltas = head.predict(feats)
+        if not self.options.multiscale:
+            return head.decode(*head.forward_boxes(self.features, boxes, self.sizes), boxes, self.sizes)
+        logits, deltas = head.predict(head.add_context(self.roi_features(boxes), self.features, boxes, self.sizes))
         return head.decode(logits, deltas, boxes, self.sizes)
 
 
@@ -136,17 +138,13 @@ class Detector(nn.Module):
             raise ValueError("Detector needs at least one model")
         self.models = nn.ModuleList(models)
         self.options = options
-        head = models[0].roi_head
-        self.score_thresh, self.nms_thresh, self.detections_per_img = (
-            head.score_thresh, head.nms_thresh, head.detections_per_img)
 
     @torch.no_grad()
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image: dict(boxes [K, 4], scores [K], labels [K]) in input-image pixels."""
         candidates = self.candidates(images)
         if not self.options.box_refine:
-            return [select_detections(s, b, score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-                                      detections_per_img=self.detections_per_img) for s, b in candidates]
+            return self.models[0].roi_head.detect(candidates)  # the selection eager inference and the graph run
         return [self._merge(scores, boxes) for scores, boxes in candidates]
 
     @torch.no_grad()
@@ -171,12 +169,10 @@ class Detector(nn.Module):
 
     def _merge(self, scores: Tensor, boxes: Tensor) -> dict[str, Tensor]:
         """The union's candidates -> per-class NMS at refine_nms_thresh -> box voting -> top detections."""
-        num_classes = scores.shape[1]
-        labels = torch.arange(num_classes, device=scores.device).expand_as(scores)[:, 1:].reshape(-1)
-        flat_scores, flat_boxes = scores[:, 1:].reshape(-1), boxes[:, 1:].reshape(-1, 4)
-        keep = torch.nonzero(flat_scores > self.score_thresh).squeeze(1)
-        flat_scores, flat_boxes, labels = flat_scores[keep], flat_boxes[keep], labels[keep]
-        kept = batched_nms(flat_boxes, flat_scores, labels, self.options.refine_nms_thresh)[: self.detections_per_img]
+        head = self.models[0].roi_head
+        flat_scores, flat_boxes, labels = class_candidates(scores, boxes, head.score_thresh)
+        kept = head.class_nms(flat_boxes, flat_scores, labels, self.options.refine_nms_thresh)
+        kept = kept[: head.detections_per_img]
         out_boxes = flat_boxes[kept]
         if self.options.box_vote:
             out_boxes = box_voting(out_boxes, labels[kept], flat_boxes, flat_scores, labels,

@@ -1,17 +1,16 @@
-"""Region proposal network on the conv4_x map: anchor labelling (training) and proposal generation."""
+"""Region proposal network on the conv4_x map: the head and proposal generation (anchor labelling and the losses,
+training only, are in detres.modeling.rpn_training)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
 
 from detres.boxes import BoxCoder
 from detres.modeling.anchors import AnchorGenerator
-from detres.modeling.losses import rpn_losses
-from detres.modeling.matching import IGNORED, Matcher, sample_balanced
-
-IGNORE_IOA = 0.5  # an anchor with more than half its area inside an ignore (crowd) region is never negative
+from detres.modeling.matching import Matcher
+from detres.modeling.rpn_training import rpn_training_losses
 
 
 class RPNHead(nn.Module):
@@ -31,23 +30,30 @@ class RPNHead(nn.Module):
         return self.cls_logits(x), self.bbox_pred(x)
 
 
+def proposals_for_image(objectness: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int], *,
+                        box_coder: BoxCoder, pre_nms_topk: int, post_nms_topk: int, nms_thresh: float,
+                        min_box_size: float) -> tuple[Tensor, Tensor]:
+    """One image's proposals: top-N anchors by objectness, decode, clip, drop tiny boxes, NMS, keep the post-NMS
+    top-N. objectness [N], deltas [N, 4], anchors [N, 4] -> (boxes [K, 4] input pixels, objectness logits [K]).
+
+    Eager inference and the exported graph both run this: `torch.sym_min` is Python's `min` on ints and keeps a
+    traced size symbolic (a Python `min` of a symbolic size would specialize the export to one image size).
+    """
+    scores, order = objectness.topk(torch.sym_min(pre_nms_topk, objectness.shape[0]))
+    boxes = box_coder.decode(deltas[order], anchors[order])
+    boxes = clip_boxes_to_image(boxes, image_size)
+    keep = remove_small_boxes(boxes, max(min_box_size, 1e-3))
+    boxes, scores = boxes[keep], scores[keep]
+    keep = nms(boxes.float(), scores.float(), nms_thresh)[:post_nms_topk]
+    return boxes[keep].float(), scores[keep].float()
+
+
 def flatten_head_outputs(objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
     """[B, A, H, W], [B, 4A, H, W] -> [B, H*W*A], [B, H*W*A, 4] in the anchor grid's (y, x, a) order."""
     b, a, h, w = objectness.shape
     objectness = objectness.permute(0, 2, 3, 1).reshape(b, -1)
     deltas = deltas.view(b, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4)
     return objectness, deltas
-
-
-def ignore_region_mask(boxes: Tensor, regions: Tensor) -> Tensor:
-    """[N] bool: boxes with more than IGNORE_IOA of their area inside any of `regions` [K, 4]."""
-    if regions.numel() == 0:
-        return torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)
-    lt = torch.max(boxes[:, None, :2], regions[None, :, :2])
-    rb = torch.min(boxes[:, None, 2:], regions[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6).prod(dim=1)
-    return (inter / area[:, None]).max(dim=1).values > IGNORE_IOA
 
 
 class RPN(nn.Module):
@@ -77,8 +83,7 @@ class RPN(nn.Module):
     def forward(self, features: Tensor, image_sizes: list[tuple[int, int]],
                 targets: list[dict[str, Tensor]] | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
         """features: [B, C, H, W] -> (proposals: B x [K, 4] XYXY input pixels, losses (empty at inference))."""
-        objectness, deltas = flatten_head_outputs(*self.head(features))
-        anchors = self.anchor_generator.grid(features.shape[2], features.shape[3], features.device)
+        objectness, deltas, anchors = self.head_outputs(features)
         proposals = self.propose(objectness.detach(), deltas.detach(), anchors, image_sizes)
         losses: dict[str, Tensor] = {}
         if self.training:
@@ -86,6 +91,11 @@ class RPN(nn.Module):
                 raise ValueError("RPN in training mode needs targets")
             losses = self.losses(objectness, deltas, anchors, image_sizes, targets)
         return proposals, losses
+
+    def losses(self, objectness: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: list[tuple[int, int]],
+               targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Anchor losses (the code is in detres.modeling.rpn_training)."""
+        return rpn_training_losses(self, objectness, deltas, anchors, image_sizes, targets)
 
     @torch.no_grad()
     def propose(self, objectness: Tensor, deltas: Tensor, anchors: Tensor,
@@ -102,54 +112,11 @@ class RPN(nn.Module):
         """As `propose`, with each proposal's objectness logit: B x (boxes [K, 4], scores [K]), best first."""
         mode = 0 if self.training else 1
         pre_n, post_n = topk if topk is not None else (self.pre_nms_topk[mode], self.post_nms_topk[mode])
-        scores, order = objectness.topk(min(pre_n, objectness.shape[1]), dim=1)
-        top_deltas = torch.gather(deltas, 1, order[..., None].expand(-1, -1, 4))
-        proposals = []
-        for i, (height, width) in enumerate(image_sizes):
-            boxes = self.box_coder.decode(top_deltas[i], anchors[order[i]])
-            boxes = clip_boxes_to_image(boxes, (height, width))
-            keep = remove_small_boxes(boxes, max(self.min_box_size, 1e-3))
-            boxes, box_scores = boxes[keep], scores[i][keep]
-            keep = nms(boxes.float(), box_scores.float(), self.nms_thresh)[:post_n]
-            proposals.append((boxes[keep].float(), box_scores[keep].float()))
-        return proposals
+        return [proposals_for_image(objectness[i], deltas[i], anchors, size, box_coder=self.box_coder,
+                                    pre_nms_topk=pre_n, post_nms_topk=post_n, nms_thresh=self.nms_thresh,
+                                    min_box_size=self.min_box_size) for i, size in enumerate(image_sizes)]
 
     def head_outputs(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """features [B, C, H, W] -> (objectness [B, N], deltas [B, N, 4], anchors [N, 4]) on the map's anchor grid."""
         objectness, deltas = flatten_head_outputs(*self.head(features))
         return objectness, deltas, self.anchor_generator.grid(features.shape[2], features.shape[3], features.device)
-
-    def label_anchors(self, anchors: Tensor, image_size: tuple[int, int],
-                      target: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Per-anchor labels (1 object, 0 background, -1 ignored) and matched gt boxes [N, 4] for one image."""
-        gt, ignore = target["boxes"], target.get("ignore")
-        ignore = torch.zeros(gt.shape[0], dtype=torch.bool, device=gt.device) if ignore is None else ignore
-        height, width = image_size
-        inside = ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= width) & (anchors[:, 3] <= height))
-        iou = box_iou(gt[~ignore], anchors)
-        if self.ignore_cross_boundary:
-            iou[:, ~inside] = -1.0  # border-crossing anchors take part in no match, not even the best-anchor rule
-        matched = self.matcher(iou)  # >= 0.7 object, < 0.3 background, each gt's best anchor(s) object
-        labels = (matched >= 0).to(torch.int64)  # object if matched, background otherwise ...
-        labels[matched == IGNORED] = -1  # ... unless its IoU lies between the two thresholds
-        if self.ignore_cross_boundary:
-            labels[~inside] = -1  # anchors crossing the image border are not used in training (Faster R-CNN)
-        labels[(labels == 0) & ignore_region_mask(anchors, gt[ignore])] = -1  # crowd regions: never background
-        gt_kept = gt[~ignore]
-        boxes = gt_kept[matched.clamp(min=0)] if gt_kept.numel() else torch.zeros_like(anchors)
-        return labels, boxes
-
-    def losses(self, objectness: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: list[tuple[int, int]],
-               targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        sampled_logits, sampled_labels, pos_pred, pos_target = [], [], [], []
-        for i, (size, target) in enumerate(zip(image_sizes, targets)):
-            labels, gt_boxes = self.label_anchors(anchors, size, target)
-            pos, neg = sample_balanced(labels, num=self.batch_size_per_image,
-                                       positive_fraction=self.positive_fraction)
-            chosen = torch.cat([pos, neg])
-            sampled_logits.append(objectness[i, chosen])
-            sampled_labels.append(labels[chosen])
-            pos_pred.append(deltas[i, pos])
-            pos_target.append(self.box_coder.encode(anchors[pos], gt_boxes[pos]))
-        return rpn_losses(torch.cat(sampled_logits), torch.cat(sampled_labels), torch.cat(pos_pred),
-                          torch.cat(pos_target), beta=self.smooth_l1_beta)
