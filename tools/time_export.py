@@ -15,7 +15,7 @@ from detres.cli import add_overrides, run_main, tool_parser
 from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
 from detres.data.records import ClassMap
 from detres.deploy.export import export_detector
-from detres.deploy.loader import open_exported
+from detres.deploy.loader import RUNTIMES, open_exported
 from detres.engine.loading import load_detector
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.bench import calibrate_benchmark_model
@@ -45,7 +45,7 @@ def main() -> int:
         tic = time.perf_counter()
         export_detector(model.eval(), cfg, class_map, out, fmt="onnx")
         print(f"export to ONNX: {time.perf_counter() - tic:.1f} s")
-        for backend in ("onnxruntime", "openvino"):
+        for backend in RUNTIMES:
             tic = time.perf_counter()
             run, _ = open_exported(out, backend=backend)
             opened = time.perf_counter()

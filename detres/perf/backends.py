@@ -18,14 +18,14 @@ from torch import Tensor
 from detres.config import Config
 from detres.data.records import ClassMap
 from detres.deploy.export import export_detector
-from detres.deploy.loader import open_exported
+from detres.deploy.loader import RUNTIMES, open_exported
 from detres.deploy.runtime_onnx import OnnxRuntimeDetector
 from detres.deploy.runtime_openvino import OpenVinoDetector
 from detres.errors import UserError
 from detres.perf.agreement import compare_detections
 from detres.perf.peer import build_peer
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "int8")
+BACKENDS = ("torch", *RUNTIMES, "int8")  # int8: OpenVINO's int8 model (NNCF)
 PEER_OPSET = 16  # torchvision's exporter registers roi_align for opset >= 16 with aligned=True
 
 
