@@ -5,7 +5,7 @@ The OpenVINO runtime (`openvino.Core`) sends nothing; its Python conversion tool
 (~/intel/openvino_telemetry), and `opt_in_out --opt_out` would itself send one opt-out event. So detres never
 calls convert_model (the runtime reads the ONNX file with `Core.read_model`) and sets NNCF's switch NNCF_CI
 before NNCF is imported, which makes NNCF use a stub that sends nothing (nncf/telemetry/wrapper.py).
-tests/test_deploy_runtimes.py checks that running the OpenVINO runtime opens no socket.
+tests/test_deploy_checks.py checks that running the OpenVINO runtime opens no socket.
 """
 
 from __future__ import annotations
