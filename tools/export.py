@@ -12,7 +12,7 @@ import time
 
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
-from detres.data.detection import build_detection_dataset
+from detres.data.detection import build_split
 from detres.deploy.export import export_detector
 from detres.deploy.quantize import calibration_images
 from detres.engine.loading import load_detector
@@ -39,9 +39,8 @@ def main() -> int:
     stored.deploy = cfg.deploy  # the checkpoint's architecture, this run's export settings
     calibration = None
     if args.int8:
-        dataset = build_detection_dataset(stored.data.train, input_cfg=stored.data.input,
-                                          pixel_mean=stored.model.backbone.pixel_mean,
-                                          pixel_std=stored.model.backbone.pixel_std, train=False)
+        dataset = build_split(stored.data, "train", pixel_mean=stored.model.backbone.pixel_mean,
+                              pixel_std=stored.model.backbone.pixel_std, train=False, seed=stored.seed)
         calibration = calibration_images(dataset, args.calib or cfg.deploy.calib_images)
     out = export_detector(model, stored, class_map, args.out, fmt=args.format, calibration=calibration)
     print(f"exported {args.format}{' + int8' if args.int8 else ''} to {out} in {time.perf_counter() - tic:.1f}s")

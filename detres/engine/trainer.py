@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detres import distributed as dist
 from detres.config import Config, config_to_dict, save_config
-from detres.data.detection import DetectionDataset, build_detection_dataset
+from detres.data.detection import DetectionDataset, build_split
 from detres.data.loader import build_detection_loader
 from detres.data.proposals import ProposalDataset
 from detres.data.train_scales import train_scale_choices
@@ -45,12 +45,9 @@ class NonFiniteLossError(UserError):
 
 def build_datasets(cfg: Config) -> tuple[DetectionDataset, DetectionDataset]:
     mean, std = cfg.model.backbone.pixel_mean, cfg.model.backbone.pixel_std
-    train = build_detection_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
-                                    train=True, seed=cfg.seed, augment=cfg.data.augment,
-                                    augment_min_visibility=cfg.data.augment_min_visibility)
+    train = build_split(cfg.data, "train", pixel_mean=mean, pixel_std=std, train=True, seed=cfg.seed)
     train.set_train_scales(*train_scale_choices(cfg.data.input, cfg.test.pyramid_scales))
-    test = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
-                                   train=False)
+    test = build_split(cfg.data, "test", pixel_mean=mean, pixel_std=std, train=False, seed=cfg.seed)
     if cfg.model.num_classes == 0:  # "from the dataset": the resolved count is what the checkpoint's config holds
         cfg.model.num_classes = len(train.class_map)
         log.info("model.num_classes=0: %d classes from the training set (%s)", cfg.model.num_classes,
