@@ -73,7 +73,8 @@ def _score(models, options, cfg, dataset, device) -> dict[str, float]:
                                    autocast_dtype=autocast_dtype(cfg.test.precision, device), progress=False)
     seconds = (time.perf_counter() - tic) / len(dataset)
     metrics = evaluate_detections(dataset, detections, ["coco"],
-                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None)
+                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
+                                  coco_backend=cfg.test.coco_backend)
     return {"mAP@.5": metrics["coco/AP50"], "mAP@[.5,.95]": metrics["coco/AP"], "s/img": seconds}
 
 

@@ -29,6 +29,7 @@ from detres.engine.inference import run_inference
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
 from detres.errors import ConfigError, UserError
+from detres.evaluation.coco import check_coco_backend
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import write_metrics
 from detres.io.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
@@ -159,6 +160,8 @@ class Trainer:
         if resume and not self.main:
             resume_from = Path(cfg.output.dir) / (Path(cfg.output.dir) / "last_checkpoint").read_text().strip()
         self.out = Path(cfg.output.dir)
+        if "coco" in self.metric_names:  # a bad test.coco_backend fails now, not after training
+            check_coco_backend(cfg.test.coco_backend)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -193,6 +196,11 @@ class Trainer:
                             f"{per_process}; lower solver.ims_per_batch")
         self.net = DistributedDataParallel(self.model) if self.distributed else self.model
         self.writer = self._tensorboard() if self.main else None
+
+    @property
+    def metric_names(self) -> list[str]:
+        """test.eval_metrics, or the test set format's defaults."""
+        return self.cfg.test.eval_metrics or default_metrics(self.cfg.data.test.format)
 
     # --- checkpoints ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -305,9 +313,9 @@ class Trainer:
         self.model.train()
         if not self.main:
             return {}
-        metrics = evaluate_detections(self.test_set, detections,
-                                      self.cfg.test.eval_metrics or default_metrics(self.cfg.data.test.format),
-                                      self.cfg.data.test.ann_file if self.cfg.data.test.format == "coco" else None)
+        metrics = evaluate_detections(self.test_set, detections, self.metric_names,
+                                      self.cfg.data.test.ann_file if self.cfg.data.test.format == "coco" else None,
+                                      coco_backend=self.cfg.test.coco_backend)
         write_metrics(metrics, self.out / "metrics.json")
         if self.writer:
             for key, value in metrics.items():
