@@ -11,7 +11,7 @@ import pytest
 
 import detres.evaluation.coco as coco_eval
 from detres.config import load_config
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.errors import ConfigError
 from detres.evaluation.coco import detections_to_coco_results
 

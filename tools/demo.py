@@ -22,7 +22,7 @@ from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import Config, load_config
 from detres.data.demo_data import ensure_split_data
 from detres.engine.cls_trainer import train_classifier
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.evaluation.metrics_file import format_metrics
 from detres.io.checkpoint import latest_checkpoint
 

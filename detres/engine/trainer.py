@@ -28,7 +28,7 @@ from detres.data.train_scales import train_scale_choices
 from detres.engine.inference import run_inference
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
-from detres.errors import ConfigError, UserError
+from detres.errors import UserError
 from detres.evaluation.coco import check_coco_backend
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import write_metrics
@@ -343,22 +343,3 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(log_dir=str(self.out / "tb"))
-
-
-def train_detector(cfg: Config, *, resume: bool = False) -> dict[str, float]:
-    """Train and evaluate; returns the final metrics (empty on non-main processes). solver.mode=stepwise runs
-    the four steps of alternating training (detres.engine.stepwise)."""
-    if cfg.solver.mode == "stepwise":
-        from detres.engine.stepwise import train_stepwise  # it builds on this module
-
-        return train_stepwise(cfg, resume=resume)
-    if cfg.solver.mode != "joint":
-        raise ConfigError(f"solver.mode={cfg.solver.mode!r} is not one of: joint, stepwise")
-    trainer = Trainer(cfg, resume=resume)
-    try:
-        return trainer.train()
-    finally:
-        dist.cleanup()
-
-
-
