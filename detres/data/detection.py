@@ -12,11 +12,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from detres.config import DataConfig, DatasetConfig, InputConfig
-from detres.data.augment import apply_augment, augment_rng, build_augment
+from detres.data.augment import augment_rng, augment_with_proposals, build_augment
 from detres.data.coco import read_coco
 from detres.data.demo_data import ensure_split_data, split_path
 from detres.data.image_io import read_image_rgb
 from detres.data.imagenet_det import read_imagenet_det
+from detres.data.proposals import proposals_to_image
 from detres.data.records import ClassMap, DetRecord
 from detres.data.transforms import normalize_to_tensor, resize_and_flip
 from detres.data.voc import read_voc
@@ -44,6 +45,9 @@ class DetectionDataset(Dataset):
         self.train = train
         self.seed = seed
         self.augment = augment
+        # image_id (str) -> [K, 4] original-pixel proposals (step-wise training, detres.data.proposals): when set,
+        # each item's target also holds its proposals, moved by the same augmentation, resize and flip as its boxes
+        self.proposals: dict[str, Tensor] | None = None
         self.epoch = 0
         self.train_scales = list(input_cfg.train_scales)  # shorter sides a training image is drawn at
         self.max_size_ratio = 0.0  # > 0: longer side capped at scale * ratio instead of input_cfg.max_size
@@ -85,9 +89,10 @@ class DetectionDataset(Dataset):
                             f"{rec.width}x{rec.height}")
         cfg = self.input_cfg
         boxes, labels, ignore = rec.boxes, rec.labels, rec.ignore
+        proposals = None if self.proposals is None else self.proposals[str(rec.image_id)].numpy()
         if self.train and self.augment is not None:  # boxes it drops may leave no box: a negative image, still valid
-            rgb, boxes, labels, ignore = apply_augment(self.augment, rgb, boxes, labels, ignore,
-                                                       augment_rng(self.seed, self.epoch, index))
+            rgb, boxes, labels, ignore, proposals = augment_with_proposals(
+                self.augment, rgb, boxes, labels, ignore, augment_rng(self.seed, self.epoch, index), proposals)
         if short is None:
             short = int(rng.choice(self.train_scales)) if self.train else cfg.test_scale
         max_size = round(short * self.max_size_ratio) if self.train and self.max_size_ratio > 0 else cfg.max_size
@@ -96,6 +101,9 @@ class DetectionDataset(Dataset):
                                                               max_size=max_size, flip=flip)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
                   "ignore": torch.from_numpy(ignore)}
+        if proposals is not None:  # in the augmented image's pixels: the same resize and flip as the boxes
+            target["proposals"] = proposals_to_image(torch.as_tensor(proposals, dtype=torch.float32), scale=scale,
+                                                     flipped=flip, width=image.shape[1])
         meta = {"image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": scale, "flipped": flip,
                 "file": rec.image_path}
         return normalize_to_tensor(image, self.pixel_mean, self.pixel_std), target, meta
