@@ -22,6 +22,23 @@ def _sources(dest: Path) -> None:
             shutil.copy2(REPO / name, dest / name)
 
 
+def _running_site_packages() -> list[str]:
+    """The site-packages folders this interpreter imports from (torch and the other dependencies live there)."""
+    return [p for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+
+
+def _see_running_site_packages(venv: Path) -> None:
+    """Let the new venv import the dependencies of the *running* interpreter, wherever they are installed.
+
+    `venv --system-site-packages` is not that: run from inside a venv it exposes the *base* interpreter's packages
+    (no torch in a user's fresh venv). A .pth file in the new venv's site-packages that lists the running
+    interpreter's site-packages folders is: plain path lines are appended to sys.path after the venv's own
+    site-packages, so the installed wheel's detres is found first, and the .pth files inside those folders (such as
+    the editable install's, which would point back to the checkout) are not processed."""
+    lib = next((venv / "lib").glob("python3*")) / "site-packages"
+    (lib / "running_interpreter.pth").write_text("".join(f"{p}\n" for p in _running_site_packages()))
+
+
 @pytest.mark.slow
 def test_wheel_installs_the_detres_command_with_its_tools(tmp_path):
     if shutil.which("git") is None or not (REPO / ".git").exists():
@@ -33,9 +50,12 @@ def test_wheel_installs_the_detres_command_with_its_tools(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(dist)], cwd=src, env=env, check=True, capture_output=True)
     wheel = next(dist.glob("detres-*.whl"))
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], env=env, check=True, capture_output=True)
+    # pip of the running interpreter installs into the new venv (no copy of pip in it); the .pth comes after, so that
+    # pip does not see the running interpreter's own detres as already installed
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+                    "--no-deps", "--no-index", str(wheel)], env=env, check=True, capture_output=True)
+    _see_running_site_packages(venv)
     detres = venv / "bin" / "detres"
     assert detres.is_file()
     outside = tmp_path / "elsewhere"

@@ -207,7 +207,7 @@ def _shapes_overrides(data: Path, run: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def shapes_runs(tmp_path_factory):
     """(data, trained run folder, metrics before training, metrics after TRAIN_ITERS iterations)."""
-    from detres.engine.trainer import train_detector
+    from detres.engine.train import train_detector
 
     root = tmp_path_factory.mktemp("shapes_e2e")
     data = make_shapes.generate(root / "data", seed=1, num_train=TRAIN_IMAGES, num_val=1, min_size=64, max_size=96)

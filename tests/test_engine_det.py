@@ -16,7 +16,8 @@ import torch
 from detres.config import load_config
 from detres.engine.inference import run_inference
 from detres.engine.loading import load_detector
-from detres.engine.trainer import NonFiniteLossError, Trainer, eval_loader, train_detector
+from detres.engine.train import train_detector
+from detres.engine.trainer import NonFiniteLossError, Trainer, eval_loader
 from detres.io.checkpoint import latest_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

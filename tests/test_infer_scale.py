@@ -213,6 +213,31 @@ def test_a_journal_of_another_run_is_refused_with_what_differs(photos, tmp_path)
         infer_folder(_never, class_map, cfg, torch.device("cpu"), photos, out, 0.5, model_sha256="m")
 
 
+def test_resume_refuses_a_run_whose_deploy_or_backend_changed_and_names_the_key(photos, tmp_path):
+    """What an export made on the fly computes (deploy.precision, the calibration count) and the backend are part of
+    the run: `infer --resume` with them changed is refused with the key and both values; deploy.threads, which
+    changes no detection, is not. (Before, the header hashed only model, test and data.input: fp32 then int8
+    resumed into one detections.json.)"""
+    class_map = ClassMap(names=["a"], dataset_ids=[1])
+
+    def resume(*overrides: str):
+        infer_folder(_never, class_map, load_config(REPO / "configs" / "demo.yaml", [*TINY, *overrides]),
+                     torch.device("cpu"), photos, tmp_path, 0.5, resume=True, model_sha256="m")
+
+    with pytest.raises(AssertionError, match="must not run"):  # writes the journal of the fp32, torch run
+        resume()
+    with pytest.raises(UserError, match=r"config .*differs \(deploy.precision: 'fp32' then, 'int8' now\)"):
+        resume("deploy.precision=int8")
+    with pytest.raises(UserError, match=r"deploy.calib_images: 64 then, 8 now"):
+        resume("deploy.calib_images=8")
+    with pytest.raises(UserError, match=r"test.backend: 'torch' then, 'openvino' now"):
+        resume("test.backend=openvino")
+    with pytest.raises(UserError, match=r"model.rpn.post_nms_topk_test: 10 then, 20 now"):
+        resume("model.rpn.post_nms_topk_test=20")
+    with pytest.raises(AssertionError, match="must not run"):  # the same run: it continues (and calls the model)
+        resume("deploy.threads=1", "data.num_workers=0")
+
+
 def test_journal_ignores_and_cuts_a_torn_last_line(tmp_path):
     path, header = journal_path(tmp_path, 0), {"detres_infer_journal": 1, "x": 1}
     with JournalWriter(path, header) as journal:

@@ -14,7 +14,7 @@ import pytest
 
 from detres.config import load_config
 from detres.deploy.option_policy import BAKED, REFUSED, option
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

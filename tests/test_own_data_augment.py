@@ -12,7 +12,7 @@ from detres.data.augment import apply_augment, build_augment
 from detres.data.detection import build_detection_dataset
 from detres.data.image_io import read_image_rgb
 from detres.data.transforms import normalize_to_tensor
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.errors import ConfigError
 from detres.io.checkpoint import load_checkpoint
 

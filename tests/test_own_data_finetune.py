@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from detres.config import config_to_dict, load_config
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.errors import CheckpointError, ConfigError
 from detres.io.checkpoint import load_checkpoint, save_checkpoint
 from detres.modeling.faster_rcnn import build_faster_rcnn

@@ -14,7 +14,7 @@ from detres.data.detection import build_detection_dataset
 from detres.data.image_io import read_image_rgb
 from detres.data.voc import read_voc
 from detres.engine.loading import load_detector
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.errors import DataError
 from detres.io.checkpoint import load_checkpoint
 

@@ -17,7 +17,8 @@ from detres.engine import stepwise
 from detres.engine.inference import run_inference
 from detres.engine.loading import load_detector
 from detres.engine.proposal_store import StaleProposalsError, read_proposals
-from detres.engine.trainer import Trainer, build_datasets, eval_loader, train_detector
+from detres.engine.train import train_detector
+from detres.engine.trainer import Trainer, build_datasets, eval_loader
 from detres.io.checkpoint import load_checkpoint, save_checkpoint
 from detres.modeling.roi_heads import C4RoIHead
 
@@ -197,7 +198,7 @@ def test_stepwise_under_torchrun(shapes, tmp_path):
     run = tmp_path / "ddp"
     overrides = tiny_overrides(shapes, run, *STEPS)
     script = ("import sys, torch; torch.set_num_threads(1); from detres.config import load_config; "
-              "from detres.engine.trainer import train_detector; "
+              "from detres.engine.train import train_detector; "
               f"train_detector(load_config({str(REPO / 'configs' / 'demo.yaml')!r}, sys.argv[1:]))")
     code = tmp_path / "run.py"
     code.write_text(script)

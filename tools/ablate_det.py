@@ -22,7 +22,7 @@ import torch
 
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
-from detres.data.detection import build_detection_dataset
+from detres.data.detection import build_split
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
 from detres.engine.loading import load_detector
@@ -73,7 +73,8 @@ def _score(models, options, cfg, dataset, device) -> dict[str, float]:
                                    autocast_dtype=autocast_dtype(cfg.test.precision, device), progress=False)
     seconds = (time.perf_counter() - tic) / len(dataset)
     metrics = evaluate_detections(dataset, detections, ["coco"],
-                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None)
+                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
+                                  coco_backend=cfg.test.coco_backend)
     return {"mAP@.5": metrics["coco/AP50"], "mAP@[.5,.95]": metrics["coco/AP"], "s/img": seconds}
 
 
@@ -130,8 +131,8 @@ def main() -> int:
     def load(path):
         return None if path is None else load_detector(path, cfg, optimize=True)[0].to(device)
 
-    dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
-                                      pixel_std=cfg.model.backbone.pixel_std, train=False)
+    dataset = build_split(cfg.data, "test", pixel_mean=cfg.model.backbone.pixel_mean,
+                          pixel_std=cfg.model.backbone.pixel_std, train=False, seed=cfg.seed)
     options = inference_options(cfg)
     per_row: dict[str, list[dict[str, float]]] = {}
     compare: dict[str, list[dict[str, float]]] = {}

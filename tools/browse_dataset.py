@@ -9,7 +9,7 @@ from __future__ import annotations
 from detres.analysis.browse import browse
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
-from detres.data.detection import build_detection_dataset, read_records
+from detres.data.detection import build_split, read_split
 
 
 def main() -> int:
@@ -30,14 +30,13 @@ def main() -> int:
     ds_cfg = cfg.data.train if args.split == "train" else cfg.data.test
     word = "difficult" if ds_cfg.format == "voc" else "ignored"
     if args.augmented:
-        dataset = build_detection_dataset(ds_cfg, input_cfg=cfg.data.input,
-                                          pixel_mean=cfg.model.backbone.pixel_mean,
-                                          pixel_std=cfg.model.backbone.pixel_std, train=True, seed=cfg.seed)
+        dataset = build_split(cfg.data, args.split, pixel_mean=cfg.model.backbone.pixel_mean,
+                              pixel_std=cfg.model.backbone.pixel_std, train=True, seed=cfg.seed)
         out = browse(args.out, dataset=dataset, class_map=dataset.class_map, max_images=args.max_images,
                      ignored_word=word, title=f"{args.cfg}: {args.split} images after the training augmentation",
                      pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std)
     else:
-        records, class_map = read_records(ds_cfg)
+        records, class_map = read_split(cfg.data, args.split, seed=cfg.seed)
         out = browse(args.out, records=records, class_map=class_map, max_images=args.max_images, ignored_word=word,
                      title=f"{args.cfg}: {args.split} ground truth")
     print(f"wrote {out / 'index.html'}")

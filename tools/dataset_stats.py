@@ -13,7 +13,7 @@ from pathlib import Path
 
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
-from detres.data.detection import read_records
+from detres.data.detection import read_split
 from detres.data.stats import dataset_summary, scaled_boxes, write_histograms
 from detres.errors import UserError
 from detres.modeling.anchor_fit import coverage, fit_anchors_and_scale, scale_note
@@ -59,7 +59,7 @@ def main() -> int:
     if not 0.0 < args.iou < 1.0:
         raise UserError(f"--iou must be in (0, 1), got {args.iou}; for example 0.5")
     cfg = load_config(args.cfg, args.overrides)
-    records, class_map = read_records(getattr(cfg.data, args.split))
+    records, class_map = read_split(cfg.data, args.split, seed=cfg.seed)
     inp, rpn = cfg.data.input, cfg.model.rpn
     table = scaled_boxes(records, scales=list(inp.train_scales), max_size=inp.max_size)
     stats = dataset_summary(records, class_map, table)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import Config, load_config
-from detres.data.demo_data import ensure_demo_data
+from detres.data.demo_data import ensure_split_data
 from detres.engine.cls_trainer import train_classifier
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.evaluation.metrics_file import format_metrics
 from detres.io.checkpoint import latest_checkpoint
 
@@ -39,17 +39,11 @@ def pretrained_backbone(det_cfg: Config, pretrain_cfg: Path) -> Path:
     bb = det_cfg.model.backbone
     cfg = load_config(pretrain_cfg, [f"model.backbone.depth={bb.depth}", f"model.backbone.width={bb.width}",
                                      f"output.dir={out}", f"seed={det_cfg.seed}"])
-    if cfg.data.generate_demo:
-        ensure_demo_data(cfg.data.generate_demo, cfg.data.train.root, seed=cfg.seed)
+    ensure_split_data(cfg.data, cfg.data.train, seed=cfg.seed)
     metrics = train_classifier(cfg, resume=latest_checkpoint(out) is not None)
     print(f"pre-training: top-1 error {metrics['cls/top1_err']:.1f}%, top-5 error {metrics['cls/top5_err']:.1f}% "
           f"on the classification shapes ({final})", flush=True)
     return final
-
-
-def detection_data_root(cfg: Config) -> Path:
-    """datasets/shapes for datasets/shapes/coco/annotations/instances_train.json."""
-    return Path(cfg.data.train.ann_file).parents[2]
 
 
 def main() -> int:
@@ -66,8 +60,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     tic = time.perf_counter()
     cfg = load_config(args.cfg, args.overrides)
-    if cfg.data.generate_demo:
-        ensure_demo_data(cfg.data.generate_demo, detection_data_root(cfg), seed=cfg.seed)
+    ensure_split_data(cfg.data, cfg.data.train, seed=cfg.seed)  # before pre-training, as it always was
     if not cfg.model.backbone.weights:
         cfg.model.backbone.weights = str(pretrained_backbone(cfg, Path(args.pretrain_cfg)))
     run = Path(cfg.output.dir)

@@ -2,6 +2,8 @@
 
     python tools/eval_det.py --gt annotations/instances_val2017.json --results dets.json --metric coco
     python tools/eval_det.py --gt datasets/VOCdevkit --split 2007:test --results dets.json --metric voc07
+    python tools/eval_det.py --gt annotations/instances_val2017.json --results dets.json --metric coco \
+        --coco-backend faster_coco_eval
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from detres.data.coco import read_coco
 from detres.data.records import ClassMap
 from detres.data.voc import read_voc
 from detres.errors import DataError
-from detres.evaluation.coco import category_ids
+from detres.evaluation.coco import COCO_BACKENDS, category_ids
 from detres.evaluation.evaluate import METRICS, evaluate_records
 from detres.evaluation.metrics_file import format_metrics, write_metrics
 
@@ -58,6 +60,10 @@ def main() -> int:
     parser.add_argument("--metric", choices=METRICS, action="append", required=True,
                         help=f"metric family, one of {', '.join(METRICS)}; repeat for several, "
                              "e.g. --metric coco --metric voc07")
+    parser.add_argument("--coco-backend", choices=COCO_BACKENDS, default="pycocotools",
+                        help="what computes --metric coco: pycocotools (the reference) or faster_coco_eval (its C++ "
+                             "reimplementation, the same 12 stats, faster on large sets); default pycocotools, e.g. "
+                             "--coco-backend faster_coco_eval (test.coco_backend of the other tools)")
     parser.add_argument("--out", type=Path, metavar="JSON",
                         help="write the flat metrics JSON here, e.g. metrics.json (default: print only)")
     args = parser.parse_args()
@@ -68,7 +74,7 @@ def main() -> int:
         records, class_map = read_coco(args.gt, args.gt.parent)
         coco_file = str(args.gt)
     detections = load_results(args.results, class_map, {r.image_id for r in records})
-    metrics = evaluate_records(records, class_map, detections, args.metric, coco_file)
+    metrics = evaluate_records(records, class_map, detections, args.metric, coco_file, coco_backend=args.coco_backend)
     print(format_metrics(metrics))
     if args.out:
         write_metrics(metrics, args.out)

@@ -15,7 +15,7 @@ import time
 
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
-from detres.data.detection import build_detection_dataset
+from detres.data.detection import build_split
 from detres.deploy.artifact import FORMATS
 from detres.deploy.export import export_detector
 from detres.deploy.quantize import calibration_images
@@ -43,9 +43,8 @@ def main() -> int:
     model, class_map, stored = load_detector(args.ckpt, cfg)
     calibration = None  # the checkpoint's architecture, this run's test-time and export settings (load_detector)
     if args.int8:
-        dataset = build_detection_dataset(stored.data.train, input_cfg=stored.data.input,
-                                          pixel_mean=stored.model.backbone.pixel_mean,
-                                          pixel_std=stored.model.backbone.pixel_std, train=False)
+        dataset = build_split(stored.data, "train", pixel_mean=stored.model.backbone.pixel_mean,
+                              pixel_std=stored.model.backbone.pixel_std, train=False, seed=stored.seed)
         calibration = calibration_images(dataset, cfg.deploy.calib_images if args.calib is None else args.calib)
     out = export_detector(model, stored, class_map, args.out, fmt=args.format, calibration=calibration)
     print(f"exported {args.format}{' + int8' if args.int8 else ''} to {out} in {time.perf_counter() - tic:.1f}s")

@@ -14,7 +14,7 @@ from pathlib import Path
 from detres.analysis.report import analyze
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.cli.ckpt_config import CFG_HELP
-from detres.data.detection import build_detection_dataset
+from detres.data.detection import build_split
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
 from detres.engine.predictor import build_predictor, config_for_predictor
@@ -51,8 +51,8 @@ def main() -> int:
     cfg = config_for_predictor(args.cfg, ckpts=args.ckpt, model_dir=args.model, overrides=args.overrides)
     device = resolve_device(cfg.device)
     detector = build_predictor(cfg, ckpts=args.ckpt, model_dir=args.model, device=device)
-    dataset = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=cfg.model.backbone.pixel_mean,
-                                      pixel_std=cfg.model.backbone.pixel_std, train=False)
+    dataset = build_split(cfg.data, "test", pixel_mean=cfg.model.backbone.pixel_mean,
+                          pixel_std=cfg.model.backbone.pixel_std, train=False, seed=cfg.seed)
     if cfg.test.tile_size:  # large images: tiles at the training scale, merged (docs/own_data.md)
         detections = run_tiled_inference(detector, dataset, cfg, device)
     else:

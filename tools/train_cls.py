@@ -10,7 +10,7 @@ import logging
 
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import load_config
-from detres.data.demo_data import ensure_demo_data
+from detres.data.demo_data import ensure_split_data
 from detres.engine.cls_trainer import train_classifier
 
 
@@ -24,8 +24,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.cfg, args.overrides)
-    if cfg.data.generate_demo:  # demo only: the synthetic set is written on first use
-        ensure_demo_data(cfg.data.generate_demo, cfg.data.train.root, seed=cfg.seed)
+    ensure_split_data(cfg.data, cfg.data.train, seed=cfg.seed)  # demo only: the synthetic set is written on first use
     metrics = train_classifier(cfg, resume=args.resume)
     print(f"top-1 error {metrics.get('cls/top1_err', float('nan')):.2f}%  "
           f"top-5 error {metrics.get('cls/top5_err', float('nan')):.2f}%  ({cfg.output.dir})")

@@ -11,7 +11,7 @@ import logging
 
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.config import load_config
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.evaluation.metrics_file import format_metrics
 
 

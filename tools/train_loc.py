@@ -13,7 +13,7 @@ import torch
 
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
-from detres.data.demo_data import ensure_demo_data
+from detres.data.demo_data import ensure_split_data
 from detres.distributed import cleanup, is_main_process
 from detres.engine.loc_trainer import train_rcnn, train_rpn
 
@@ -28,8 +28,7 @@ def main() -> int:
     add_overrides(parser)
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
-    if cfg.data.generate_demo:
-        ensure_demo_data(cfg.data.generate_demo, cfg.data.train.root, seed=cfg.seed)
+    ensure_split_data(cfg.data, cfg.data.train, seed=cfg.seed)  # demo only: the synthetic set is written on first use
     torch.manual_seed(cfg.seed)
     tic = time.time()
     final = (train_rpn if args.stage == "rpn" else train_rcnn)(cfg, resume=args.resume)

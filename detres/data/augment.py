@@ -20,6 +20,10 @@ from detres.errors import ConfigError, DataError
 
 # a separate random stream from the scale/flip draw of the dataset, so that runs without data.augment draw as before
 AUGMENT_STREAM = 1
+# the label that marks stored proposals (step-wise training) carried through a draw beside the ground truth
+PROPOSAL_LABEL = -1
+# albumentations transforms whose random draw reads the boxes: carried proposals would change where they crop
+BOX_DEPENDENT = ("BBoxSafeRandomCrop", "RandomSizedBBoxSafeCrop", "AtLeastOneBBoxRandomCrop", "Mosaic")
 
 
 def build_augment(entries: list[dict[str, Any]], *, min_visibility: float) -> A.Compose | None:
@@ -57,13 +61,40 @@ def _build_entry(index: int, entry: Any) -> A.BasicTransform | A.BaseCompose:
     return transform
 
 
+def box_dependent_transforms(pipeline: A.BaseCompose | None) -> list[str]:
+    """Names of the transforms in `pipeline` (nested OneOf/Sequential included) whose draw reads the boxes."""
+    found = []
+    for transform in getattr(pipeline, "transforms", []) if pipeline is not None else []:
+        if type(transform).__name__ in BOX_DEPENDENT:
+            found.append(type(transform).__name__)
+        found += box_dependent_transforms(transform if isinstance(transform, A.BaseCompose) else None)
+    return found
+
+
 def apply_augment(pipeline: A.Compose, rgb: np.ndarray, boxes: np.ndarray, labels: np.ndarray, ignore: np.ndarray,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One draw of the pipeline on an image [H, W, 3] uint8 with boxes [N, 4] XYXY; `rng` decides every random
     choice (its own numpy and Python generators are handed to every transform), so a draw is reproducible."""
+    return augment_with_proposals(pipeline, rgb, boxes, labels, ignore, rng, None)[:4]
+
+
+def augment_with_proposals(pipeline: A.Compose, rgb: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                           ignore: np.ndarray, rng: np.random.Generator, proposals: np.ndarray | None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """`apply_augment`, and the stored proposals [K, 4] XYXY (None: none) moved by the same draw.
+
+    The proposals travel as boxes of label PROPOSAL_LABEL in the same call, so each transform maps them exactly as
+    it maps the ground truth (clipped, and dropped under min_visibility like any box). The draw itself does not
+    change with them unless a transform reads the boxes (BOX_DEPENDENT), which step-wise training refuses."""
     pipeline.set_random_state(rng, random.Random(int(rng.integers(2**63))))
+    boxes = boxes.reshape(-1, 4)
+    if proposals is not None:
+        proposals, keep = clip_and_filter(proposals, rgb.shape[1], rgb.shape[0])  # albumentations refuses empty boxes
+        boxes = np.concatenate([boxes, proposals[keep]])
+        labels = np.concatenate([labels, np.full(int(keep.sum()), PROPOSAL_LABEL, labels.dtype)])
+        ignore = np.concatenate([ignore, np.zeros(int(keep.sum()), bool)])
     try:
-        out = pipeline(image=rgb, bboxes=boxes.reshape(-1, 4), labels=labels, ignore=ignore)
+        out = pipeline(image=rgb, bboxes=boxes, labels=labels, ignore=ignore)
     except (ValueError, TypeError, IndexError) as exc:
         raise DataError(f"data.augment failed on a {rgb.shape[1]}x{rgb.shape[0]} image: {_first_lines(exc)}; "
                         "check the transform's arguments against the image sizes") from None
@@ -72,8 +103,14 @@ def apply_augment(pipeline: A.Compose, rgb: np.ndarray, boxes: np.ndarray, label
         raise DataError(f"data.augment returned a {image.dtype} image of shape {image.shape}; the transforms must "
                         "keep an 8-bit 3-channel image (e.g. no ToFloat/Normalize: detres normalizes afterwards)")
     out_boxes, keep = clip_and_filter(np.asarray(out["bboxes"], np.float32), image.shape[1], image.shape[0])
-    return (image, out_boxes[keep], np.asarray(out["labels"], np.int64).reshape(-1)[keep],
-            np.asarray(out["ignore"], bool).reshape(-1)[keep])
+    out_labels = np.asarray(out["labels"], np.int64).reshape(-1)
+    out_ignore = np.asarray(out["ignore"], bool).reshape(-1)
+    moved = None
+    if proposals is not None:
+        is_proposal = out_labels == PROPOSAL_LABEL
+        moved = out_boxes[keep & is_proposal]
+        keep = keep & ~is_proposal
+    return image, out_boxes[keep], out_labels[keep], out_ignore[keep], moved
 
 
 def augment_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -1,4 +1,8 @@
-"""The synthetic data sets of the demos, generated on first use by their scripts in datasets/."""
+"""The synthetic data sets of the demos, generated on first use by their scripts in datasets/.
+
+`data.generate_demo` names the script. Every tool that reads a dataset from a config reaches it through
+`ensure_split_data` (called by `detres.data.detection.read_split` and the classification and localization
+builders' tools), so a demo config runs on a fresh checkout whatever the tool."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from detres.config import DataConfig, DatasetConfig
 from detres.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,3 +42,32 @@ def ensure_demo_data(script: str, root: str | Path, *, seed: int) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # another process's copy won the rename, or generation failed
     return root
+
+
+def split_path(ds: DatasetConfig) -> Path:
+    """The file or folder that holds a dataset split: the annotation file of a COCO set, else its root."""
+    return Path(ds.ann_file if ds.format == "coco" else ds.root)
+
+
+def demo_root(ds: DatasetConfig) -> Path:
+    """The `--out` folder of a demo script that holds the split `ds`, from the layout the scripts write:
+    OUT/coco/annotations/<file>.json (make_shapes.py), OUT/VOCdevkit (make_shapes.py), OUT itself for the
+    classification and localization sets (make_cls_shapes.py, make_loc_shapes.py)."""
+    if ds.format == "coco":
+        return Path(ds.ann_file).parents[2]
+    if ds.format == "voc":
+        return Path(ds.root).parent
+    return Path(ds.root)
+
+
+def ensure_split_data(data: DataConfig, ds: DatasetConfig, *, seed: int = 0) -> None:
+    """Generate the demo's synthetic set when `data.generate_demo` names a script and the split `ds` is absent.
+
+    The script writes into `demo_root(ds)`, and only when that folder does not exist: a folder that exists is
+    never written into (a partial or foreign set then gets the reader's not-found message, not an overwrite)."""
+    path = split_path(ds)
+    if not data.generate_demo or not str(path) or path.exists():
+        return
+    root = demo_root(ds)
+    if not root.exists():
+        ensure_demo_data(data.generate_demo, root, seed=seed)

@@ -11,11 +11,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from detres.config import DatasetConfig, InputConfig
-from detres.data.augment import apply_augment, augment_rng, build_augment
+from detres.config import DataConfig, DatasetConfig, InputConfig
+from detres.data.augment import augment_rng, augment_with_proposals, build_augment
 from detres.data.coco import read_coco
+from detres.data.demo_data import ensure_split_data, split_path
 from detres.data.image_io import read_image_rgb
 from detres.data.imagenet_det import read_imagenet_det
+from detres.data.proposals import proposals_to_image
 from detres.data.records import ClassMap, DetRecord
 from detres.data.transforms import normalize_to_tensor, resize_and_flip
 from detres.data.voc import read_voc
@@ -43,6 +45,9 @@ class DetectionDataset(Dataset):
         self.train = train
         self.seed = seed
         self.augment = augment
+        # image_id (str) -> [K, 4] original-pixel proposals (step-wise training, detres.data.proposals): when set,
+        # each item's target also holds its proposals, moved by the same augmentation, resize and flip as its boxes
+        self.proposals: dict[str, Tensor] | None = None
         self.epoch = 0
         self.train_scales = list(input_cfg.train_scales)  # shorter sides a training image is drawn at
         self.max_size_ratio = 0.0  # > 0: longer side capped at scale * ratio instead of input_cfg.max_size
@@ -84,9 +89,10 @@ class DetectionDataset(Dataset):
                             f"{rec.width}x{rec.height}")
         cfg = self.input_cfg
         boxes, labels, ignore = rec.boxes, rec.labels, rec.ignore
+        proposals = None if self.proposals is None else self.proposals[str(rec.image_id)].numpy()
         if self.train and self.augment is not None:  # boxes it drops may leave no box: a negative image, still valid
-            rgb, boxes, labels, ignore = apply_augment(self.augment, rgb, boxes, labels, ignore,
-                                                       augment_rng(self.seed, self.epoch, index))
+            rgb, boxes, labels, ignore, proposals = augment_with_proposals(
+                self.augment, rgb, boxes, labels, ignore, augment_rng(self.seed, self.epoch, index), proposals)
         if short is None:
             short = int(rng.choice(self.train_scales)) if self.train else cfg.test_scale
         max_size = round(short * self.max_size_ratio) if self.train and self.max_size_ratio > 0 else cfg.max_size
@@ -95,16 +101,29 @@ class DetectionDataset(Dataset):
                                                               max_size=max_size, flip=flip)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
                   "ignore": torch.from_numpy(ignore)}
+        if proposals is not None:  # in the augmented image's pixels: the same resize and flip as the boxes
+            target["proposals"] = proposals_to_image(torch.as_tensor(proposals, dtype=torch.float32), scale=scale,
+                                                     flipped=flip, width=image.shape[1])
         meta = {"image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": scale, "flipped": flip,
                 "file": rec.image_path}
         return normalize_to_tensor(image, self.pixel_mean, self.pixel_std), target, meta
 
 
-def read_records(ds: DatasetConfig) -> tuple[list[DetRecord], ClassMap]:
-    """The records and class map of a dataset config, by its format."""
+# where datasets/README.md says how to get each format's files, for the message of a dataset that is missing
+_GET_IT = {"coco": "COCO", "voc": "PASCAL VOC", "imagenet_det": "ImageNet DET"}
+_PATH_KEY = {"coco": "ann_file", "voc": "root", "imagenet_det": "root"}
+
+
+def read_records(ds: DatasetConfig, *, where: str = "data.train / data.test") -> tuple[list[DetRecord], ClassMap]:
+    """The records and class map of a dataset config, by its format. `where` names the config section in errors."""
+    if ds.format == "coco" and not ds.ann_file:
+        raise ConfigError(f"a coco dataset needs ann_file ({where}.ann_file)")
+    if ds.format in _GET_IT and not split_path(ds).exists():
+        key = _PATH_KEY[ds.format]
+        raise DataError(f"{ds.format} dataset not found: {where}.{key}={split_path(ds)} does not exist (looked for "
+                        f"it from {Path.cwd()}). Get it as datasets/README.md says (section 'Getting the data', "
+                        f"{_GET_IT[ds.format]}) and put it there, or set {where}.{key} to your copy")
     if ds.format == "coco":
-        if not ds.ann_file:
-            raise ConfigError("a coco dataset needs ann_file (data.train.ann_file / data.test.ann_file)")
         return read_coco(ds.ann_file, ds.image_dir or ds.root)
     if ds.format == "voc":
         if not ds.sets:
@@ -115,13 +134,33 @@ def read_records(ds: DatasetConfig) -> tuple[list[DetRecord], ClassMap]:
     raise ConfigError(f"dataset format {ds.format!r} is not a detection format; use coco, voc or imagenet_det")
 
 
+def read_split(data: DataConfig, split: str, *, seed: int = 0) -> tuple[list[DetRecord], ClassMap]:
+    """The records of data.<split> ("train" or "test"), the demo's synthetic set generated first when
+    `data.generate_demo` names its script and the split is absent: what every tool reads a dataset through."""
+    ds = getattr(data, split)
+    ensure_split_data(data, ds, seed=seed)
+    return read_records(ds, where=f"data.{split}")
+
+
+def build_split(data: DataConfig, split: str, *, pixel_mean: list[float], pixel_std: list[float], train: bool,
+                seed: int = 0) -> DetectionDataset:
+    """`build_detection_dataset` of data.<split> with the config's input settings (and data.augment in training),
+    generating the demo's set first as `read_split` does."""
+    ds = getattr(data, split)
+    ensure_split_data(data, ds, seed=seed)
+    return build_detection_dataset(ds, input_cfg=data.input, pixel_mean=pixel_mean, pixel_std=pixel_std, train=train,
+                                   seed=seed, augment=data.augment if train else None,
+                                   augment_min_visibility=data.augment_min_visibility, where=f"data.{split}")
+
+
 def build_detection_dataset(ds: DatasetConfig, *, input_cfg: InputConfig, pixel_mean: list[float],
                             pixel_std: list[float], train: bool, seed: int = 0,
-                            augment: list[dict] | None = None, augment_min_visibility: float = 0.1) -> DetectionDataset:
+                            augment: list[dict] | None = None, augment_min_visibility: float = 0.1,
+                            where: str = "data.train / data.test") -> DetectionDataset:
     """Dataset for training (images without usable boxes dropped; difficult boxes too unless use_difficult)
     or for evaluation (every image kept). `augment`: data.augment entries, used in training only."""
     pipeline = build_augment(list(augment or []), min_visibility=augment_min_visibility) if train else None
-    records, class_map = read_records(ds)
+    records, class_map = read_records(ds, where=where)
     if train:
         if ds.use_difficult and ds.format == "voc":
             records = [DetRecord(r.image_path, r.image_id, r.width, r.height, r.boxes, r.labels,

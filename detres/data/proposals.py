@@ -1,10 +1,13 @@
 """Precomputed proposals joined to a training set (the Fast R-CNN steps of step-wise training).
 
 The proposals of an image are stored once in its original pixels; each time the image is drawn they follow it
-through the same resize and flip as its ground-truth boxes and reach the model as `target["proposals"]`.
+through the same data.augment draw, resize and flip as its ground-truth boxes (DetectionDataset carries them) and
+reach the model as `target["proposals"]`.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor
@@ -37,7 +40,8 @@ class ProposalDataset(Dataset):
         if missing:
             raise DataError(f"no stored proposals for {len(missing)} training images (e.g. {missing[0]!r}); "
                             "the proposal file belongs to another training set: delete it and resume to recompute it")
-        self.dataset = dataset
+        self.dataset = copy.copy(dataset)  # the caller's dataset stays without proposals
+        self.dataset.proposals = proposals
         self.proposals = proposals
 
     def __getattr__(self, name: str):
@@ -49,8 +53,4 @@ class ProposalDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        image, target, meta = self.dataset[index]
-        boxes = self.proposals[str(meta["image_id"])]
-        target = {**target, "proposals": proposals_to_image(boxes, scale=meta["scale"], flipped=meta["flipped"],
-                                                            width=image.shape[-1])}
-        return image, target, meta
+        return self.dataset[index]

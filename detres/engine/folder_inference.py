@@ -124,9 +124,15 @@ def detections_as_json(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
 
 
 def run_config(cfg: Config) -> dict:
-    """The parts of the config that change detections (model, test, data.input); workers and timeouts do not."""
+    """The parts of the config that change detections, which a resumed run must share with the run it continues:
+    `model` (architecture and the test-time `model.rpn.*_test` keys), `test` (thresholds, App. B options, tiles,
+    backend, precision), `data.input` (test scale, max size) and `deploy` (precision, opset, calibration count: what
+    an export made on the fly computes). Not in it, because detections do not change with them: reader workers,
+    timeouts, `deploy.threads`, the output folder, the seed (inference draws nothing) and the device (the same
+    computation; like the world size, a resume may move to other hardware)."""
     full = config_to_dict(cfg)
-    return {"model": full["model"], "test": full["test"], "data.input": full["data"]["input"]}
+    deploy = {k: v for k, v in full["deploy"].items() if k != "threads"}
+    return {"model": full["model"], "test": full["test"], "data.input": full["data"]["input"], "deploy": deploy}
 
 
 def _earlier_run(output_dir: Path, header: dict, resume: bool) -> tuple[list[Path], bool]:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from detres.errors import UserError
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 2: the header holds the run's config itself, so a refusal names the keys that changed
 JOURNAL_GLOB = "journal-rank*.jsonl"
 # header keys, with what a mismatch means to the user
 _HEADER_WORDS = {"input": "the input folder", "images": "the number of images in the input folder",
                  "images_sha256": "the list of files in the input folder",
-                 "config_sha256": "the config (file or overrides: model, test or data.input settings)",
+                 "config_sha256": "the config (file or overrides: model, test, data.input or deploy settings)",
                  "model_sha256": "the model (checkpoint or exported model)", "score_thr": "--score-thr",
                  "draw": "drawing (--no-draw)"}
 
@@ -57,7 +57,28 @@ def make_header(*, input_dir: Path, relatives: list[Path], config: dict, model_s
     return {"detres_infer_journal": JOURNAL_VERSION, "input": str(input_dir.resolve()), "images": len(relatives),
             "images_sha256": hashlib.sha256(files).hexdigest(),
             "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-            "model_sha256": model_sha256, "score_thr": score_thr, "draw": draw}
+            "config": _flat(config), "model_sha256": model_sha256, "score_thr": score_thr, "draw": draw}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"deploy.precision": "fp32", ...}: the run config as dotted keys, as the user writes them in overrides."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _config_changes(found: dict, expected: dict, limit: int = 4) -> str:
+    """" (deploy.precision: 'fp32' then, 'int8' now; ...)" for the keys whose values differ."""
+    then, now = found.get("config") or {}, expected.get("config") or {}
+    keys = [k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+    if not keys:
+        return ""
+    listed = "; ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in keys[:limit])
+    return f" ({listed}{'; ...' if len(keys) > limit else ''})"
 
 
 def check_header(found: dict, expected: dict, where: Path) -> None:
@@ -71,6 +92,8 @@ def check_header(found: dict, expected: dict, where: Path) -> None:
         if found.get(key) != expected[key]:
             detail = f" ({found.get(key)!r} then, {expected[key]!r} now)" if key in (
                 "input", "images", "score_thr", "draw") else ""
+            if key == "config_sha256":
+                detail = _config_changes(found, expected)
             raise UserError(f"{where} belongs to another run: {words} differs{detail}. Resume with the same "
                             "input, config, model and options, or choose another --output")
     raise UserError(f"{where} belongs to another run; choose another --output")

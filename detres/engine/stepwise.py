@@ -28,11 +28,12 @@ from pathlib import Path
 
 from detres import distributed as dist
 from detres.config import Config, config_to_dict, load_config, save_config
+from detres.data.augment import box_dependent_transforms, build_augment
 from detres.data.detection import DetectionDataset
 from detres.engine.loading import load_detector
 from detres.engine.proposal_store import dataset_identity, ensure_proposals, weights_identity
 from detres.engine.trainer import Trainer, TrainingPlan, build_datasets, eval_loader
-from detres.errors import UserError
+from detres.errors import ConfigError, UserError
 from detres.evaluation.metrics_file import write_metrics
 from detres.io.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_last_pointer
 
@@ -147,8 +148,22 @@ def _record_time(out: Path, step: Step, seconds: float) -> None:
     os.replace(tmp, path)
 
 
+def check_stepwise_augment(cfg: Config) -> None:
+    """The Fast R-CNN steps carry their stored proposals through data.augment as boxes (detres.data.augment), which
+    is exact for every transform whose draw ignores the boxes; one whose draw reads them (a box-safe crop) would crop
+    differently with the proposals there, so that combination is refused before step 1."""
+    pipeline = build_augment(list(cfg.data.augment), min_visibility=cfg.data.augment_min_visibility)
+    names = box_dependent_transforms(pipeline)
+    if names:
+        raise ConfigError(f"solver.mode=stepwise with {names[0]} in data.augment: its draw reads the boxes, and the "
+                          "Fast R-CNN steps move their stored proposals through data.augment as boxes, so it would "
+                          f"crop around the proposals too. Remove {names[0]} from data.augment (a crop that ignores "
+                          "the boxes, e.g. RandomResizedCrop, works) or use solver.mode=joint")
+
+
 def train_stepwise(cfg: Config, *, resume: bool = False) -> dict[str, float]:
     """Run (or continue) the four steps; returns the final detector's metrics (empty on non-main processes)."""
+    check_stepwise_augment(cfg)
     device = dist.resolve_device(cfg.device)
     dist.init_distributed(device)
     try:

@@ -21,14 +21,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detres import distributed as dist
 from detres.config import Config, config_to_dict, save_config
-from detres.data.detection import DetectionDataset, build_detection_dataset
+from detres.data.detection import DetectionDataset, build_split
 from detres.data.loader import build_detection_loader
 from detres.data.proposals import ProposalDataset
 from detres.data.train_scales import train_scale_choices
 from detres.engine.inference import run_inference
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
-from detres.errors import ConfigError, UserError
+from detres.errors import UserError
+from detres.evaluation.coco import check_coco_backend
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import write_metrics
 from detres.io.checkpoint import load_checkpoint, save_checkpoint, write_last_pointer
@@ -45,12 +46,9 @@ class NonFiniteLossError(UserError):
 
 def build_datasets(cfg: Config) -> tuple[DetectionDataset, DetectionDataset]:
     mean, std = cfg.model.backbone.pixel_mean, cfg.model.backbone.pixel_std
-    train = build_detection_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
-                                    train=True, seed=cfg.seed, augment=cfg.data.augment,
-                                    augment_min_visibility=cfg.data.augment_min_visibility)
+    train = build_split(cfg.data, "train", pixel_mean=mean, pixel_std=std, train=True, seed=cfg.seed)
     train.set_train_scales(*train_scale_choices(cfg.data.input, cfg.test.pyramid_scales))
-    test = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
-                                   train=False)
+    test = build_split(cfg.data, "test", pixel_mean=mean, pixel_std=std, train=False, seed=cfg.seed)
     if cfg.model.num_classes == 0:  # "from the dataset": the resolved count is what the checkpoint's config holds
         cfg.model.num_classes = len(train.class_map)
         log.info("model.num_classes=0: %d classes from the training set (%s)", cfg.model.num_classes,
@@ -162,6 +160,8 @@ class Trainer:
         if resume and not self.main:
             resume_from = Path(cfg.output.dir) / (Path(cfg.output.dir) / "last_checkpoint").read_text().strip()
         self.out = Path(cfg.output.dir)
+        if "coco" in self.metric_names:  # a bad test.coco_backend fails now, not after training
+            check_coco_backend(cfg.test.coco_backend)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -196,6 +196,11 @@ class Trainer:
                             f"{per_process}; lower solver.ims_per_batch")
         self.net = DistributedDataParallel(self.model) if self.distributed else self.model
         self.writer = self._tensorboard() if self.main else None
+
+    @property
+    def metric_names(self) -> list[str]:
+        """test.eval_metrics, or the test set format's defaults."""
+        return self.cfg.test.eval_metrics or default_metrics(self.cfg.data.test.format)
 
     # --- checkpoints ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -308,9 +313,9 @@ class Trainer:
         self.model.train()
         if not self.main:
             return {}
-        metrics = evaluate_detections(self.test_set, detections,
-                                      self.cfg.test.eval_metrics or default_metrics(self.cfg.data.test.format),
-                                      self.cfg.data.test.ann_file if self.cfg.data.test.format == "coco" else None)
+        metrics = evaluate_detections(self.test_set, detections, self.metric_names,
+                                      self.cfg.data.test.ann_file if self.cfg.data.test.format == "coco" else None,
+                                      coco_backend=self.cfg.test.coco_backend)
         write_metrics(metrics, self.out / "metrics.json")
         if self.writer:
             for key, value in metrics.items():
@@ -338,22 +343,3 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(log_dir=str(self.out / "tb"))
-
-
-def train_detector(cfg: Config, *, resume: bool = False) -> dict[str, float]:
-    """Train and evaluate; returns the final metrics (empty on non-main processes). solver.mode=stepwise runs
-    the four steps of alternating training (detres.engine.stepwise)."""
-    if cfg.solver.mode == "stepwise":
-        from detres.engine.stepwise import train_stepwise  # it builds on this module
-
-        return train_stepwise(cfg, resume=resume)
-    if cfg.solver.mode != "joint":
-        raise ConfigError(f"solver.mode={cfg.solver.mode!r} is not one of: joint, stepwise")
-    trainer = Trainer(cfg, resume=resume)
-    try:
-        return trainer.train()
-    finally:
-        dist.cleanup()
-
-
-

@@ -58,13 +58,25 @@ def coco_from_records(records: list[DetRecord], class_map: ClassMap) -> COCO:
     return gt
 
 
+def check_coco_backend(backend: str) -> None:
+    """ConfigError for a test.coco_backend that is not known or whose package is missing: what evaluate_coco would
+    raise at the end, said before a long run starts."""
+    if backend not in COCO_BACKENDS:
+        raise ConfigError(f"test.coco_backend={backend!r} is not known; choose from {', '.join(COCO_BACKENDS)}")
+    if backend == "faster_coco_eval":
+        try:
+            import faster_coco_eval  # noqa: F401
+        except ImportError:
+            raise ConfigError("test.coco_backend=faster_coco_eval needs its package: "
+                              "pip install faster-coco-eval") from None
+
+
 def evaluate_coco(gt: COCO, results: list[dict], *, backend: str = "pycocotools") -> dict[str, float]:
     """COCOeval bbox stats as coco/<name> in percent (all zero when there is no detection at all).
 
     backend: pycocotools (the reference) or faster_coco_eval (its C++ reimplementation, same 12 stats, faster).
     """
-    if backend not in COCO_BACKENDS:
-        raise ConfigError(f"test.coco_backend={backend!r} is not known; choose from {', '.join(COCO_BACKENDS)}")
+    check_coco_backend(backend)
     if not results:
         return {f"coco/{name}": 0.0 for name in STAT_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):
