@@ -106,12 +106,12 @@ def _export_on_the_fly(ckpt: str, cfg: Config, backend: str) -> tempfile.Tempora
 
 
 def _calibration(cfg: Config) -> list[Tensor]:
-    from detres.data.detection import build_detection_dataset
+    from detres.data.detection import build_split
     from detres.deploy.quantize import calibration_images
 
     backbone = cfg.model.backbone
-    dataset = build_detection_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=backbone.pixel_mean,
-                                      pixel_std=backbone.pixel_std, train=False)
+    dataset = build_split(cfg.data, "train", pixel_mean=backbone.pixel_mean, pixel_std=backbone.pixel_std, train=False,
+                          seed=cfg.seed)
     return calibration_images(dataset, cfg.deploy.calib_images)
 
 
