@@ -198,7 +198,7 @@ class TestConfig:
     detections_per_img: int = 100
     ims_per_batch: int = 1
     precision: str = "fp32"  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast)
-    backend: str = "torch"  # torch (eager, or a .pt2 folder) | onnxruntime | openvino (docs/deploy.md)
+    backend: str = "torch"  # torch (eager, checkpoints) | onnxruntime | openvino (export folders; docs/deploy.md)
     eval_metrics: list[str] = field(default_factory=list)  # default: by dataset format
     coco_backend: str = "pycocotools"  # pycocotools (the reference) | faster_coco_eval (C++ COCOeval, same stats)
     # App. B

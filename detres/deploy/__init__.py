@@ -1,1 +1,2 @@
-"""Export of the whole C4 detector (ONNX, torch.export) and its runtimes (ONNX Runtime, OpenVINO, int8)."""
+"""Export of the whole C4 detector (ONNX), its runtimes (ONNX Runtime, OpenVINO, int8) and the options policy that
+says what every backend does with every test-time option."""
