@@ -217,3 +217,44 @@ def test_whole_image_boxes_no_larger_than_a_tile_are_left_to_the_tiles():
     det = detect_image(WithWholeExtras(), np.zeros((6 * TRAIN, 6 * TRAIN, 3), np.uint8), _cfg(TRAIN, whole=True),
                        torch.device("cpu"))
     torch.testing.assert_close(det["boxes"], torch.tensor([[0.0, 0, 360, 360]]))
+
+
+def test_tiles_stream_in_batches_with_the_same_detections(monkeypatch):
+    """Tiles are cut and resized a batch (test.ims_per_batch) at a time: when the model runs, at most one batch of
+    tile inputs is alive (counted by weak references to each tile tensor). The detections equal those of one batch
+    holding every tile, which is what detect_image computed before it streamed (all 64 tiles in memory)."""
+    import weakref
+
+    import detres.engine.tiled_inference as tiled
+
+    alive = {"now": 0}
+    original = tiled._resized_input
+
+    def counted(rgb, factor, cfg):
+        out = original(rgb, factor, cfg)
+        alive["now"] += 1
+        weakref.finalize(out[0], lambda: alive.__setitem__("now", alive["now"] - 1))
+        return out
+
+    class Watching(BlobDetector):
+        def __call__(self, images):
+            self.peak = max(getattr(self, "peak", 0), alive["now"])
+            return super().__call__(images)
+
+    monkeypatch.setattr(tiled, "_resized_input", counted)
+    side = 6 * TRAIN
+    boxes, labels = _many_small(side, 40, np.random.default_rng(2), avoid=([200, 300, 420, 380],))
+    rgb = _scene(side, boxes + [[200, 300, 420, 380]], labels + [1])
+    tiles = len(tile_grid(side, side, size=TRAIN, overlap=0.25))
+    results = {}
+    for batch in (1, 4, tiles):
+        cfg = _cfg(TRAIN)
+        cfg.test.ims_per_batch = batch
+        model = Watching()
+        results[batch] = detect_image(model, rgb, cfg, torch.device("cpu"))
+        assert model.peak == min(batch, tiles), (batch, model.peak)
+        assert alive["now"] == 0
+    assert tiles == 64 and results[tiles]["boxes"].shape[0] == len(boxes) + 1
+    for batch in (1, 4):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(results[batch][key], results[tiles][key])

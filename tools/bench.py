@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from detres.cli import add_overrides, run_main, tool_parser
+from detres.io.atomic import write_atomic
 from detres.perf.backends import parse_backends
 from detres.perf.bench import BenchOptions, run_benchmark
 from detres.perf.report import format_table
@@ -51,11 +51,7 @@ def main() -> int:
     results = run_benchmark(opts)
     print(format_table(results, batch=args.batch))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
-        tmp.replace(out)
+        write_atomic(args.out, json.dumps(results, indent=1, sort_keys=True), fix="check --out")
     return 0
 
 

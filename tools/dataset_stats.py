@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from detres.cli import add_overrides, run_main, tool_parser
@@ -16,18 +14,12 @@ from detres.config import load_config
 from detres.data.detection import read_split
 from detres.data.stats import dataset_summary, scaled_boxes, write_histograms
 from detres.errors import UserError
+from detres.io.atomic import write_atomic
 from detres.modeling.anchor_fit import coverage, fit_anchors_and_scale, scale_note
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {path}: {exc.strerror or exc}; check --out") from None
+    write_atomic(path, json.dumps(data, indent=1), fix="check --out")
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ from detres.evaluation.coco import detections_to_coco_results
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import format_metrics, write_metrics
 from detres.evaluation.voc import paper_table_row
+from detres.io.atomic import write_atomic
 from detres.modeling.fast_inference import autocast_dtype
 
 
@@ -68,9 +69,7 @@ def main() -> int:
         out = write_metrics(metrics, args.out)
         results = detections_to_coco_results(detections, dataset.class_map)
         dets_path = out.with_name(out.stem + "_detections.json")
-        tmp = dets_path.with_name("." + dets_path.name + ".tmp")
-        tmp.write_text(json.dumps(results))
-        tmp.replace(dets_path)
+        write_atomic(dets_path, json.dumps(results), fix="check --out")
         print(f"wrote {out} and {Path(dets_path)}")
     if args.report:
         analyze(dataset.records, dataset.class_map, detections_to_coco_results(detections, dataset.class_map),

@@ -6,8 +6,6 @@ without decoding an image. Plots are matplotlib PNGs (Agg backend: no display ne
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +13,8 @@ import numpy as np
 
 from detres.data.records import ClassMap, DetRecord
 from detres.data.transforms import resize_factor
-from detres.errors import DataError, UserError
+from detres.errors import DataError
+from detres.io.atomic import atomic_file
 
 
 @dataclass
@@ -98,15 +97,9 @@ def dataset_summary(records: list[DetRecord], class_map: ClassMap, table: Scaled
 
 
 def _save_figure(fig, path: Path) -> None:
-    """savefig into a temporary file of the same folder, then rename: never half a PNG under the real name."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {path}: {exc.strerror or exc}; check --out") from None
+    """savefig through detres.io.atomic: never half a PNG under the real name."""
+    with atomic_file(path, fix="check --out") as handle:
+        fig.savefig(handle, format="png", dpi=100)
 
 
 def write_histograms(records: list[DetRecord], table: ScaledBoxes, out_dir: Path,

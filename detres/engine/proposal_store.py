@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from detres import distributed as dist
 from detres.errors import UserError
+from detres.io.atomic import write_atomic
 from detres.io.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("detres.train")
@@ -84,10 +85,7 @@ def write_proposals(path: Path, proposals: dict[str, Tensor], identity: dict) ->
              "boxes": torch.cat([proposals[i].reshape(-1, 4) for i in ids]) if ids else torch.zeros(0, 4),
              "identity": identity}
     save_checkpoint(state, path)
-    sidecar = _sidecar(path)
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp.write_text(file_sha256(path) + "\n")
-    os.replace(tmp, sidecar)
+    write_atomic(_sidecar(path), file_sha256(path) + "\n")
 
 
 def is_complete(path: Path) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from detres.engine.proposal_store import dataset_identity, ensure_proposals, wei
 from detres.engine.trainer import Trainer, TrainingPlan, build_datasets, eval_loader
 from detres.errors import ConfigError, UserError
 from detres.evaluation.metrics_file import write_metrics
+from detres.io.atomic import write_atomic
 from detres.io.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_last_pointer
 
 log = logging.getLogger("detres.train")
@@ -143,9 +143,7 @@ def _record_time(out: Path, step: Step, seconds: float) -> None:
     path = out / "stepwise_time.json"
     times = json.loads(path.read_text()) if path.is_file() else {}
     times[step.name] = round(times.get(step.name, 0.0) + seconds, 2)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(times, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(times, indent=2))
 
 
 def check_stepwise_augment(cfg: Config) -> None:

@@ -4,11 +4,16 @@ A model trained on images resized to a shorter side of s sees its objects at tha
 4000-pixel image to s loses every small object. Here each tile of `test.tile_size` original pixels is resized as
 a training image of that size is (shorter side to the largest of `data.input.train_scales`, capped by
 `max_size`), never more, and its detections are merged by `detres.modeling.tiling.merge_tile_detections`.
+
+Tiles are cut, resized and detected a batch (`test.ims_per_batch`) at a time, and only their detections are kept:
+the inputs of every tile at once would take 1.25 GB for a 10k x 10k image (289 tiles of 800 px at overlap 0.25, each
+resized to [3, 600, 600] float32); a batch takes one or a few of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 
 import cv2
 import numpy as np
@@ -44,6 +49,32 @@ def _run(model: Model, inputs: list[Tensor], cfg, device: torch.device) -> list[
     return [{k: v.float().cpu() if k != "labels" else v.cpu() for k, v in det.items()} for det in outputs]
 
 
+def _tile_inputs(rgb: np.ndarray, tiles: Tensor, factor: float, cfg
+                 ) -> Iterator[tuple[Tensor, tuple[float, float, float, float]]]:
+    """(model input of each tile, its (sx, sy, x1, y1) back to image pixels), made one at a time as they are asked
+    for."""
+    for x1, y1, x2, y2 in tiles.tolist():
+        tensor, sx, sy = _resized_input(rgb[y1:y2, x1:x2], factor, cfg)
+        yield tensor, (sx, sy, x1, y1)
+
+
+def _run_streamed(model: Model, items: Iterable[tuple[Tensor, tuple[float, float, float, float]]], cfg,
+                  device: torch.device) -> list[dict[str, Tensor]]:
+    """The detections of every tile in image pixels, with at most test.ims_per_batch tile inputs alive at once
+    (a batch is freed before the next one is cut); the batches are those `_run` would make of the whole list."""
+    batch = max(1, cfg.test.ims_per_batch)
+    items = iter(items)
+    per_tile: list[dict[str, Tensor]] = []
+    while chunk := list(islice(items, batch)):
+        factors = [f for _, f in chunk]
+        inputs = [tensor for tensor, _ in chunk]
+        del chunk
+        detections = _run(model, inputs, cfg, device)
+        del inputs
+        per_tile.extend(_to_image(det, *f) for det, f in zip(detections, factors))
+    return per_tile
+
+
 def _to_image(det: dict[str, Tensor], sx: float, sy: float, dx: float, dy: float) -> dict[str, Tensor]:
     boxes = det["boxes"].reshape(-1, 4) / torch.tensor([sx, sy, sx, sy]) + torch.tensor([dx, dy, dx, dy])
     return {"boxes": boxes, "scores": det["scores"], "labels": det["labels"]}
@@ -66,12 +97,7 @@ def detect_image(model: Model, rgb: np.ndarray, cfg, device: torch.device) -> di
     size = int(cfg.test.tile_size)
     tiles = tile_grid(height, width, size=size, overlap=cfg.test.tile_overlap)
     factor = resize_factor(size, size, max(inp.train_scales), inp.max_size)
-    inputs, factors = [], []
-    for x1, y1, x2, y2 in tiles.tolist():
-        tensor, sx, sy = _resized_input(rgb[y1:y2, x1:x2], factor, cfg)
-        inputs.append(tensor)
-        factors.append((sx, sy, x1, y1))
-    per_tile = [_to_image(det, *f) for det, f in zip(_run(model, inputs, cfg, device), factors)]
+    per_tile = _run_streamed(model, _tile_inputs(rgb, tiles, factor, cfg), cfg, device)
     if whole is not None:
         # the whole image serves the objects larger than a tile, which no tile can hold; smaller ones the tiles see
         # at the training scale (whole, or cut and joined), and their coarse whole-image boxes only add duplicates

@@ -7,16 +7,13 @@ import math
 import os
 from pathlib import Path
 
+from detres.io.atomic import write_atomic
+
 
 def write_metrics(metrics: dict[str, float], path: str | os.PathLike) -> Path:
     """Write the flat metrics dict as JSON, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(clean, indent=2, sort_keys=True) + "\n", fix="check --out")
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -9,33 +9,21 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from detres.errors import CheckpointError
+from detres.io.atomic import atomic_file, write_atomic
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write `state` to `path` atomically; on failure the previous file is intact and no temp file remains."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"could not write checkpoint {path}: {exc.strerror or exc}; "
-                                  "check free disk space and permissions of the output folder") from None
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path, fsync=True, what="checkpoint ", error=CheckpointError,
+                     fix="check free disk space and permissions of the output folder") as handle:
+        torch.save(state, handle)
     return path
 
 
@@ -70,20 +58,6 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 def write_last_pointer(folder: str | os.PathLike, ckpt_name: str) -> None:
     """Atomically record which checkpoint file in `folder` is the latest."""
-    folder = Path(folder)
-    tmp = folder / ".last_checkpoint.tmp"
-    tmp.write_text(ckpt_name)
-    os.replace(tmp, folder / "last_checkpoint")
+    write_atomic(Path(folder) / "last_checkpoint", ckpt_name, make_parents=False,
+                 fix="check free disk space and permissions of the output folder")
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
