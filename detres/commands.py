@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {  # verb -> tools/<module>.py
     "train": "train_det",
     "test": "test_det",
     "infer": "infer",
+    "serve": "serve",
     "eval": "eval_det",
     "export": "export",
     "analyze": "analyze_det",
