@@ -102,12 +102,11 @@ def infer_reference(ckpt: Path, images: Path, out: Path, *extra: str) -> dict[st
 
 
 def as_tensors(detections: list[dict]) -> dict[str, torch.Tensor]:
-    """detres infer's json entries -> dict(boxes, scores, labels) for compare_detections (labels by name)."""
-    names = sorted({det["label"] for det in detections})
+    """detres infer's json entries (labels "class1".."classC") -> dict(boxes, scores, labels) for
+    compare_detections."""
     return {"boxes": torch.tensor([det["box"] for det in detections], dtype=torch.float32).reshape(-1, 4),
             "scores": torch.tensor([det["score"] for det in detections], dtype=torch.float32),
-            "labels": torch.tensor([int(det["label"].removeprefix("class")) if det["label"].startswith("class")
-                                    else names.index(det["label"]) for det in detections], dtype=torch.int64)}
+            "labels": torch.tensor([int(det["label"].removeprefix("class")) for det in detections], dtype=torch.int64)}
 
 
 def assert_same_detections(ours: list[list[dict]], reference: list[list[dict]]) -> None:
