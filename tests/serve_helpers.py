@@ -92,9 +92,11 @@ class Server:
         return self.proc.returncode
 
 
-def infer_reference(ckpt: Path, images: Path, out: Path, *extra: str) -> dict[str, list[dict]]:
-    """`detres infer --score-thr 0` over `images`: {file name: detections} of its detections.json."""
-    done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), "--ckpt", str(ckpt), "--input",
+def infer_reference(ckpt: Path | None, images: Path, out: Path, *extra: str) -> dict[str, list[dict]]:
+    """`detres infer --score-thr 0` over `images` (with --ckpt, or the --model in `extra`): {file name:
+    detections} of its detections.json."""
+    model = ["--ckpt", str(ckpt)] if ckpt is not None else []
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), *model, "--input",
                            str(images), "--output", str(out), "--score-thr", "0", "--no-draw", "--workers", "0",
                            *extra], env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
