@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {  # verb -> tools/<module>.py
     "time": "time_det",
     "soak": "soak_memory",
     "bench-infer": "bench_infer",
+    "bench-serve": "bench_serve",
     "time-coco-eval": "time_coco_eval",
     "time-export": "time_export",
     "train-cls": "train_cls",

@@ -3,16 +3,12 @@ images, a free port, and the server started as a user starts it (tools/serve.py 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import torch
 
 from detres.config import config_to_dict, load_config
@@ -20,6 +16,7 @@ from detres.data.records import ClassMap
 from detres.io.checkpoint import save_checkpoint
 from detres.modeling.faster_rcnn import build_faster_rcnn
 from detres.perf.agreement import compare_detections
+from detres.perf.serve_bench import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "datasets"))
@@ -52,44 +49,9 @@ def demo_images(folder: Path, count: int, *, seed: int = 3, size: tuple[int, int
     return data / "coco" / "val"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """tools/serve.py in a subprocess on a free port; `url`, `proc`, `log` (its redirected output)."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), "--port", str(self.port),
-                                      *args], env=ENV, stdout=self._log_file, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"the server was not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
-        return self.proc.returncode
+def Server(args: list[str], log: Path) -> ServerProcess:  # noqa: N802 - reads as the class it returns
+    """`detres serve ARGS` in a subprocess on a free port, one torch thread (the bench's server process)."""
+    return ServerProcess(args, log, env=ENV)
 
 
 def infer_reference(ckpt: Path | None, images: Path, out: Path, *extra: str) -> dict[str, list[dict]]:
