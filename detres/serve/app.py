@@ -49,6 +49,7 @@ def build_app(detector: BatchDetector, *, backend: str) -> FastAPI:
     async def lifespan(app: FastAPI):
         batcher.start()
         task = asyncio.get_running_loop().run_in_executor(state.decode_pool, _warm_up, detector, state)
+        task.add_done_callback(_report_warm_up_failure)
         state.tasks.add(task)
         yield
         log.info("shutting down: draining the queue (%d waiting)", batcher.depth())
@@ -71,6 +72,11 @@ def build_app(detector: BatchDetector, *, backend: str) -> FastAPI:
         app.add_middleware(BearerAuth, digests=read_tokens(cfg.serve.token_file))
     app.add_middleware(AccessLog, metrics=metrics)
     return app
+
+
+def _report_warm_up_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the warm-up forward failed, the server stays not ready: %r", task.exception())
 
 
 def _warm_up(detector: BatchDetector, state: ServeState) -> None:
