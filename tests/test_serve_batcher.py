@@ -7,9 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 import torch
+from serve_helpers import tiny_checkpoint
 
+from detres import commands
 from detres.config import load_config
 from detres.data.records import ClassMap
+from detres.errors import UserError
 from detres.serve.batcher import Batcher, OverloadedError
 from detres.serve.decoding import Job
 from detres.serve.detection import BatchDetector
@@ -106,3 +109,15 @@ def test_images_share_a_forward_only_when_their_padded_sizes_match(pad_batch):
     assert [batch for _, batch in results] == ([5] * 5 if pad_batch else [4, 4, 4, 4, 1])
     # boxes back to the original pixels: the inputs are half the original size, so every coordinate doubles
     assert np.allclose(results[0][0][0]["box"], [2.0, 4.0, 10.0, 12.0]) and results[0][0][0]["label"] == "a"
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--max-batch", "0"], "serve.max_batch=0: must be at least 1"),
+    (["serve.max_body_mb=0"], "serve.max_body_mb=0.0: must be above 0"),
+    (["--token-file", "no/such/tokens.txt"], "--token-file no/such/tokens.txt: cannot be read"),
+])
+def test_a_serve_option_it_cannot_honour_stops_the_start_with_its_name(tmp_path, args, words):
+
+
+    with pytest.raises(UserError, match=words.replace(".", r"\.")):
+        commands.run("serve", ["--ckpt", str(tiny_checkpoint(tmp_path)), *args])

@@ -53,7 +53,7 @@ def build_app(detector: BatchDetector, *, backend: str) -> FastAPI:
         state.tasks.add(task)
         yield
         log.info("shutting down: draining the queue (%d waiting)", batcher.depth())
-        batcher.close(cfg.serve.shutdown_timeout_s)
+        await asyncio.get_running_loop().run_in_executor(None, batcher.close, cfg.serve.shutdown_timeout_s)
         state.decode_pool.shutdown(wait=True)
         log.info("drained; bye")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from detres.config import Config
 from detres.errors import ConfigError
+from detres.serve.auth import read_tokens
 
 MINIMUM = {"max_batch": 1, "max_queue": 1, "decode_threads": 1, "max_wait_ms": 0, "retry_after_s": 0, "port": 0}
 POSITIVE = ("max_body_mb", "shutdown_timeout_s")
@@ -22,3 +23,5 @@ def check_serve_config(cfg: Config) -> None:
         raise ConfigError(f"serve.port={serve.port}: a TCP port is 0..65535, e.g. serve.port=8080")
     if not serve.model_name or "/" in serve.model_name:
         raise ConfigError(f"serve.model_name={serve.model_name!r}: give a name without '/', e.g. detres")
+    if serve.token_file:
+        read_tokens(serve.token_file)  # a missing or empty token file stops the start before the model loads
