@@ -4,7 +4,8 @@ over the same images as the offline ceiling (the table of docs/serving.md). A be
     detres bench-serve --ckpt runs/demo/model_final.pth --images datasets/shapes/coco/val
     detres bench-serve --ckpt runs/demo/model_final.pth --setups batched --concurrency 16 --requests 256 device=cuda
 
-Setups: batch1 (serve.max_batch=1), batched (serve.max_batch=--max-batch), onnxruntime and openvino (the
+Setups: batch1 (serve.max_batch=1), batched (serve.max_batch=--max-batch: images of one padded size share a
+forward), padded (the same with serve.pad_batch=true: any sizes share a forward), onnxruntime and openvino (the
 checkpoint exported once to ONNX, served with max_batch 1: the runtimes run one image per call).
 """
 
@@ -43,14 +44,14 @@ def main() -> int:
                         "runs/demo/model_final.pth")
     parser.add_argument("--images", type=Path, default=Path("datasets/shapes/coco/val"), metavar="DIR",
                         help="images the clients send (cycled) and infer reads, e.g. datasets/shapes/coco/val")
-    parser.add_argument("--setups", default="batch1,batched,onnxruntime,openvino", metavar="LIST",
+    parser.add_argument("--setups", default="batch1,batched,padded,onnxruntime,openvino", metavar="LIST",
                         help=f"comma-separated setups among {', '.join(SETUPS)}, e.g. --setups batch1,batched")
     parser.add_argument("--concurrency", type=_ints, default=[1, 4, 16, 64], metavar="LIST",
                         help="clients sending at once, one level after another, e.g. --concurrency 1,16")
     parser.add_argument("--requests", type=int, default=64, metavar="N",
                         help="timed requests per level (after as many warm-up requests as clients), e.g. 256")
     parser.add_argument("--max-batch", type=int, default=8, metavar="N",
-                        help="serve.max_batch of the batched setup, e.g. --max-batch 16")
+                        help="serve.max_batch of the batched and padded setups, e.g. --max-batch 16")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, metavar="MS",
                         help="serve.max_wait_ms of every setup, e.g. --max-wait-ms 5")
     parser.add_argument("--score-thr", type=float, default=0.5, metavar="SCORE",
@@ -84,7 +85,7 @@ def main() -> int:
         export = export_for_runtimes(args.ckpt, tmp / "export", env=env) if set(setups) & set(EXPORTED) else None
         for setup in setups:
             model = ["--model", str(export)] if setup in EXPORTED else ["--ckpt", args.ckpt]
-            batch = ["--max-batch", str(args.max_batch)] if setup == "batched" else []
+            batch = ["--max-batch", str(args.max_batch)] if setup in ("batched", "padded") else []
             server = ServerProcess([*model, *SETUPS[setup], *batch, "--max-wait-ms", str(args.max_wait_ms),
                                     *args.overrides], tmp / f"{setup}.log", env=env)
             try:

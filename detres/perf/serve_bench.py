@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 # setup -> options of `detres serve` (on top of --ckpt, or of --model for the exported runtimes)
 SETUPS = {
     "batch1": ["--max-batch", "1"],
-    "batched": [],
+    "batched": [],  # images of one padded size share a forward (detres infer's detections)
+    "padded": ["--pad-batch"],  # every image of a batch in one padded forward (serve.pad_batch=true)
     "onnxruntime": ["--max-batch", "1", "test.backend=onnxruntime"],
     "openvino": ["--max-batch", "1", "test.backend=openvino"],
 }
@@ -165,3 +166,32 @@ def bench_env(threads: int) -> dict[str, str]:
     if threads > 0:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
+
+
+def calibrated_demo_checkpoint(path: str | os.PathLike, *, cfg_path: str | os.PathLike | None = None,
+                               seed: int = 0) -> Path:
+    """A checkpoint of the demo's detector (configs/demo.yaml) with random weights calibrated to realistic
+    activations and scores (detres.perf.bench.calibrate_benchmark_model, as BENCHMARKS.md's models): a stand-in
+    for timing where no trained demo model is at hand; its speed is the trained model's, its detections are not."""
+    import torch
+
+    from detres.config import config_to_dict, load_config
+    from detres.data.records import ClassMap
+    from detres.io.checkpoint import save_checkpoint
+    from detres.modeling.faster_rcnn import build_faster_rcnn
+    from detres.perf.bench import calibrate_benchmark_model
+    from detres.perf.synthetic import synthetic_batch
+
+    torch.manual_seed(seed)
+    cfg = load_config(cfg_path or REPO / "configs" / "demo.yaml")
+    model = build_faster_rcnn(cfg)
+    backbone = cfg.model.backbone
+    images, _ = synthetic_batch(2, height=cfg.data.input.test_scale, width=cfg.data.input.test_scale * 4 // 3,
+                                num_classes=cfg.model.num_classes, pixel_mean=backbone.pixel_mean,
+                                pixel_std=backbone.pixel_std, seed=seed)
+    calibrate_benchmark_model(model, images)
+    names = [f"class{i}" for i in range(1, cfg.model.num_classes + 1)]
+    save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg),
+                     "class_map": ClassMap(names=names, dataset_ids=list(range(1, len(names) + 1))).to_dict()},
+                    Path(path))
+    return Path(path)
