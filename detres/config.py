@@ -255,6 +255,25 @@ class DeployConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`detres serve` (docs/serving.md): the detector behind HTTP, with a bounded queue and dynamic batching."""
+
+    host: str = "127.0.0.1"  # address to listen on; 0.0.0.0 exposes the server to the network
+    port: int = 8080
+    max_batch: int = 8  # images detected together in one forward
+    max_wait_ms: float = 10.0  # how long the first image of a batch waits for more to arrive
+    max_queue: int = 64  # images waiting for the model; past it requests get 503 with Retry-After
+    pad_batch: bool = False  # true: pad images of different sizes into one batch (faster, not infer's detections)
+    max_body_mb: float = 20.0  # request bodies above this get 413
+    decode_threads: int = 2  # threads that decode and resize images, off the model's thread
+    score_thr: float = 0.5  # a request's score threshold when its query gives none (infer's --score-thr default)
+    token_file: str = ""  # file holding the bearer tokens (one a line); "" = no authentication
+    model_name: str = "detres"  # the model's name in the /v2 routes
+    retry_after_s: int = 1  # the Retry-After header of a 503
+    shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take before the exit
+
+
+@dataclass
 class OutputConfig:
     dir: str = "runs/default"
     checkpoint_period: int = 5000
@@ -275,6 +294,7 @@ class Config:
     loc: LocConfig = field(default_factory=LocConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 

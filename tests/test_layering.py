@@ -12,6 +12,7 @@ The order, lowest first, and why each layer sits where it does:
 - localization: the App. C system, built from modeling and evaluated by evaluation;
 - deploy: export and runtimes of a built model, which the engine's inference loop may drive;
 - engine: training and inference loops over all of the above;
+- serve: the HTTP server (`detres serve`), which runs the engine's inference functions behind a queue;
 - perf: the benchmark, which times everything and which nothing in the product imports;
 - commands, __main__: the `detres <verb>` entry point, which runs the tools.
 tools/ sits above all of them and is not checked here.
@@ -36,6 +37,7 @@ LAYERS = [
     ["localization"],
     ["deploy"],
     ["engine"],
+    ["serve"],
     ["perf"],
     ["commands", "__main__"],
 ]

@@ -55,7 +55,9 @@ def main() -> int:
                              "`detres eval` read (image ids from --gt, else 1..N in sorted file order, listed in "
                              "detections_coco_images.json); csv: also detections.csv, one row per detection (image, "
                              "class, score, x1, y1, x2, y2); voc: also voc/Annotations/*.xml, one VOC xml per image "
-                             "that labelImg and CVAT open as pre-annotations")
+                             "that labelImg and CVAT open as pre-annotations; labelstudio: also "
+                             "detections_labelstudio.json, Label Studio tasks whose predictions (boxes in percent "
+                             "of the image, model_version the --ckpt/--model name) it imports as pre-annotations")
     parser.add_argument("--gt", type=Path, metavar="JSON",
                         help="with --format coco, when --input is a COCO dataset's image folder: its annotation "
                              "file, e.g. datasets/shapes/coco/annotations/instances_val.json, whose image ids the "
@@ -95,7 +97,8 @@ def main() -> int:
     if report is None:  # another rank of a torchrun job: rank 0 reports
         return 0
     for path in export_detections(report, args.format, args.output, input_dir=args.input,
-                                  class_map=model.class_map, gt=args.gt):
+                                  class_map=model.class_map, gt=args.gt,
+                                  model_name=Path(args.ckpt or args.model).name):
         print(f"wrote {path}")
     memory = report["memory"]
     growth = "" if memory["growth_percent"] is None else (

@@ -1,4 +1,5 @@
-"""The one image reader of detres: any file becomes 8-bit RGB [H, W, 3], or a DataError naming the file.
+"""The one image reader of detres: any file (or encoded image in memory) becomes 8-bit RGB [H, W, 3], or a
+DataError naming the file.
 
 OpenCV decodes; Pillow (a torchvision dependency) reads the header first, so a file claiming a huge size is
 refused before any pixel is decoded, and supplies the EXIF orientation, which OpenCV ignores when it is asked
@@ -7,6 +8,7 @@ for the file's own channels (IMREAD_UNCHANGED) — needed to see 16-bit and alph
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -30,8 +32,14 @@ _EXIF_FIX = {
 }
 
 
-def _header(path: Path, max_pixels: int) -> tuple[int, int, int, str]:
-    """(width, height, EXIF orientation, mode) from the header, without decoding the pixels."""
+class TooManyPixels(DataError):
+    """An image whose size exceeds the pixel limit (a server answers it differently from a corrupt file)."""
+
+
+def _header(path: Path | io.BytesIO, max_pixels: int, name: str | None = None) -> tuple[int, int, int, str]:
+    """(width, height, EXIF orientation, mode) from the header of a file or an in-memory image, without decoding
+    the pixels; `name` names the image in errors (default: the path)."""
+    name = str(path) if name is None else name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -40,7 +48,7 @@ def _header(path: Path, max_pixels: int) -> tuple[int, int, int, str]:
                     return img.width, img.height, 1, img.mode  # refused by the caller, nothing decoded
                 return img.width, img.height, _orientation(img), img.mode
         except Image.DecompressionBombError:
-            raise DataError(f"{path}: the header claims a decompression-bomb size; refused (pixel limit "
+            raise TooManyPixels(f"{name}: the header claims a decompression-bomb size; refused (pixel limit "
                             f"{max_pixels}, data.input.max_pixels)") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return 0, 0, 1, ""  # Pillow cannot read it: let OpenCV try (and report the failure if it fails too)
@@ -89,7 +97,7 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _decode_with_pillow(path: Path) -> np.ndarray | None:
+def _decode_with_pillow(path: Path | io.BytesIO) -> np.ndarray | None:
     """CMYK and palette images, which OpenCV may decode with wrong colours, through Pillow's converters."""
     try:
         with Image.open(path) as img:
@@ -124,23 +132,41 @@ def read_image_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIX
         raise DataError(f"image file not found: {path}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes); remove it or replace it with the real image")
-    width, height, orientation, mode = _header(path, max_pixels)
+    header = _header(path, max_pixels)
+    return _decode(header, lambda: np.fromfile(str(path), dtype=np.uint8), lambda: _decode_with_pillow(path),
+                   str(path), max_pixels)
+
+
+def decode_image_bytes(data: bytes, *, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """`read_image_rgb` for an encoded image held in memory (an upload): the same header check before any pixel
+    is decoded, the same decoders and colour handling; `name` names the image in the DataError."""
+    if not data:
+        raise DataError(f"{name}: empty (0 bytes); send the image file's bytes")
+    header = _header(io.BytesIO(data), max_pixels, name)
+    return _decode(header, lambda: np.frombuffer(data, dtype=np.uint8), lambda: _decode_with_pillow(io.BytesIO(data)),
+                   name, max_pixels)
+
+
+def _decode(header: tuple[int, int, int, str], raw, pillow, name: str, max_pixels: int) -> np.ndarray:
+    """The decoding shared by files and memory, once the header is read: the pixel limit on the header's size,
+    Pillow for the modes OpenCV gets wrong, else OpenCV on the raw bytes (`raw()`), upright per EXIF."""
+    width, height, orientation, mode = header
     if width * height > max_pixels:
-        raise DataError(f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+        raise TooManyPixels(f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
                         "(data.input.max_pixels); raise the limit if the file is trusted")
     if mode in PILLOW_MODES:
-        rgb = _decode_with_pillow(path)
+        rgb = pillow()
         if rgb is not None:
             return _apply_orientation(np.ascontiguousarray(rgb), orientation)
-    data = np.fromfile(str(path), dtype=np.uint8)
+    data = raw()
     if _is_truncated_jpeg(data):
-        raise DataError(f"{path}: truncated JPEG (no end-of-image marker); the file was cut short, re-copy it")
+        raise DataError(f"{name}: truncated JPEG (no end-of-image marker); the file was cut short, re-copy it")
     sync_opencv_log_level()
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.size == 0:
-        raise DataError(f"{path}: not a readable image (corrupt, truncated, or not an image format)")
+        raise DataError(f"{name}: not a readable image (corrupt, truncated, or not an image format)")
     if width == 0 and image.shape[0] * image.shape[1] > max_pixels:
-        raise DataError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {max_pixels}")
+        raise TooManyPixels(f"{name}: {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {max_pixels}")
     return _apply_orientation(_to_rgb8(image), orientation)
 
 

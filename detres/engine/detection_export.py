@@ -1,5 +1,5 @@
-"""infer's report in another format (`--format coco|csv|voc`): image ids, sizes and categories, then the writers
-of detres/io/detection_formats.py."""
+"""infer's report in another format (`--format coco|csv|voc|labelstudio`): image ids, sizes and categories, then
+the writers of detres/io/detection_formats.py."""
 
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ def coco_image_ids(ann_file: Path, file_names: list[str]) -> dict[str, int]:
 
 
 def export_detections(report: dict, fmt: str, output_dir: Path, *, input_dir: Path, class_map: ClassMap,
-                      gt: Path | None = None) -> list[Path]:
+                      gt: Path | None = None, model_name: str = "detres") -> list[Path]:
     """Write infer's `report["detections"]` in `fmt` under `output_dir`; returns the paths written.
 
     Image ids: from the COCO annotation file `gt` (coco only), else 1..N over the images in sorted path order.
     Categories: the dataset ids the model was trained with (COCO ids), or 1..C for VOC-style class maps.
+    model_name: the name Label Studio shows for the predictions (labelstudio).
     """
     if gt is not None and fmt != "coco":
         raise UserError(f"--gt is read by --format coco only (got --format {fmt})")
@@ -49,4 +50,5 @@ def export_detections(report: dict, fmt: str, output_dir: Path, *, input_dir: Pa
     ids = coco_image_ids(gt, names) if gt is not None else {name: i + 1 for i, name in enumerate(names)}
     images = [ImageEntry(name, ids[name], *image_size(input_dir / name)) for name in names]
     categories = list(zip(category_ids(class_map), class_map.names))
-    return write_detections(fmt, output_dir, detections, images, categories, with_images_file=gt is None)
+    return write_detections(fmt, output_dir, detections, images, categories, with_images_file=gt is None,
+                            model_name=model_name)

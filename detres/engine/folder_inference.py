@@ -53,15 +53,13 @@ REPORT_NAME = "detections.json"
 
 
 class FolderImages(Dataset):
-    """Image i of a list, read and prepared for the model: {"index", "tensor" [3, H', W'], "factor", "rgb"
+    """Image i of a list, read and prepared for the model: {"index", "tensor" [3, H', W'], "orig_size", "rgb"
     (uint8 [H, W, 3], only when drawing)}, or {"index", "error"} for a file that cannot be read, so that an
     unreadable image is a failure of that image, never of the worker."""
 
     def __init__(self, paths: list[Path], *, cfg: Config, keep_rgb: bool) -> None:
-        self.paths, self.keep_rgb = paths, keep_rgb
-        self.short, self.max_size = cfg.data.input.test_scale, cfg.data.input.max_size
+        self.paths, self.keep_rgb, self.cfg = paths, keep_rgb, cfg
         self.max_pixels = cfg.data.input.max_pixels
-        self.mean, self.std = cfg.model.backbone.pixel_mean, cfg.model.backbone.pixel_std
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,9 +69,8 @@ class FolderImages(Dataset):
             rgb = read_image_rgb(self.paths[index], max_pixels=self.max_pixels)
         except DataError as exc:
             return {"index": index, "error": str(exc)}
-        tensor, factor = prepare_image(rgb, short=self.short, max_size=self.max_size, pixel_mean=self.mean,
-                                       pixel_std=self.std)
-        item = {"index": index, "tensor": tensor, "factor": factor, "orig_size": rgb.shape[:2]}
+        tensor = model_input(rgb, self.cfg)
+        item = {"index": index, "tensor": tensor, "orig_size": rgb.shape[:2]}
         if self.keep_rgb:
             item["rgb"] = torch.from_numpy(rgb)  # a tensor crosses from a worker in shared memory, not pickled
         return item
@@ -91,17 +88,38 @@ def build_folder_loader(dataset: FolderImages, *, workers: int, timeout: float) 
                          timeout=timeout, persistent_workers=False)
 
 
+def model_input(rgb: np.ndarray, cfg: Config) -> torch.Tensor:
+    """The model's input [3, H', W'] for an RGB image [H, W, 3], as every detres inference tool makes it: the
+    shorter side resized to data.input.test_scale (the longer capped at max_size), normalized with the backbone's
+    pixel mean and std."""
+    tensor, _ = prepare_image(rgb, short=cfg.data.input.test_scale, max_size=cfg.data.input.max_size,
+                              pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std)
+    return tensor
+
+
 def detect(predictor: Predictor, tensor: torch.Tensor, orig_size: tuple[int, int], *, device: torch.device,
            precision: str, score_thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes [K, 4] XYXY in the original image's pixels, scores [K], labels [K]) of detections >= `score_thr`."""
+    return detect_batch(predictor, [tensor], [orig_size], device=device, precision=precision,
+                        score_thrs=[score_thr])[0]
+
+
+def detect_batch(predictor: Predictor, tensors: list[torch.Tensor], orig_sizes: list[tuple[int, int]], *,
+                 device: torch.device, precision: str,
+                 score_thrs: list[float]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`detect` for several images in one call of the predictor (the eager model pads them into one batch):
+    per image, (boxes [K, 4] original pixels, scores [K], labels [K]) of its detections >= its score threshold."""
     dtype = autocast_dtype(precision, device)
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        det = predictor([tensor.to(device)])[0]
-    keep = det["scores"] >= score_thr
-    # back to the image's pixels by each axis's own resize ratio (sizes are rounded), as detres test maps them
-    scale = (tensor.shape[1] / orig_size[0], tensor.shape[2] / orig_size[1])
-    found = to_original({k: v[keep] for k, v in det.items()}, {"scale": scale, "orig_size": orig_size})
-    return found["boxes"], found["scores"], found["labels"]
+        dets = predictor([tensor.to(device) for tensor in tensors])
+    found = []
+    for det, tensor, orig_size, score_thr in zip(dets, tensors, orig_sizes, score_thrs):
+        keep = det["scores"] >= score_thr
+        # back to the image's pixels by each axis's own resize ratio (sizes are rounded), as detres test maps them
+        scale = (tensor.shape[1] / orig_size[0], tensor.shape[2] / orig_size[1])
+        mapped = to_original({k: v[keep] for k, v in det.items()}, {"scale": scale, "orig_size": orig_size})
+        found.append((mapped["boxes"], mapped["scores"], mapped["labels"]))
+    return found
 
 
 def detect_tiled(predictor: Predictor, rgb: np.ndarray, cfg: Config, *, device: torch.device,

@@ -1,4 +1,5 @@
-"""Detections of a folder of images in the formats other tools read: COCO results, CSV, PASCAL VOC xml.
+"""Detections of a folder of images in the formats other tools read: COCO results, CSV, PASCAL VOC xml, Label
+Studio tasks.
 
 Input is infer's report (`{relative image path: [{"box": [x1, y1, x2, y2], "score", "label": class name}]}`,
 boxes XYXY in the image's pixels) with each image's id and size, and the categories (dataset id, name). Every
@@ -11,7 +12,12 @@ file is written atomically. The json format is infer's own detections.json, writ
 - voc: `voc/Annotations/<image>.xml` (VOC layout: filename, size, objects with 1-based pixel boxes),
   `voc/ImageSets/Main/default.txt` and `voc/classes.txt`: labelImg (open the image folder, change the save dir
   to voc/Annotations) and CVAT (import as "PASCAL VOC") read them as pre-annotations, and detres's VOC reader
-  reads them as ground truth.
+  reads them as ground truth;
+- labelstudio: `detections_labelstudio.json`, Label Studio tasks with `predictions` (its documented import format
+  for pre-annotations, docs/source/guide/predictions.md in HumanSignal/label-studio): per image one task whose
+  `data.image` is `/data/local-files/?d=<relative path>` (Label Studio's local-files storage with the input
+  folder as its document root) and one prediction, `model_version` the model's name, whose `rectanglelabels`
+  results give x, y, width and height in percent of the image (`original_width`, `original_height` in pixels).
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from xml.etree import ElementTree as ET
 from detres.errors import UserError
 from detres.io.atomic import write_atomic
 
-FORMATS = ("json", "coco", "csv", "voc")
+FORMATS = ("json", "coco", "csv", "voc", "labelstudio")
 COCO_RESULTS, COCO_IMAGES, CSV_FILE, VOC_DIR = "detections_coco.json", "detections_coco_images.json", \
     "detections.csv", "voc"
+LABELSTUDIO_FILE = "detections_labelstudio.json"
+LABELSTUDIO_FROM, LABELSTUDIO_TO = "label", "image"  # the names of <RectangleLabels> and <Image> in the config
 VOC_SET = "default"  # the image-set name CVAT gives an import without subsets
 
 
@@ -130,10 +138,34 @@ def write_voc(folder: Path, detections: Detections, images: list[ImageEntry], cl
     return folder
 
 
+def labelstudio_tasks(detections: Detections, images: list[ImageEntry], model_name: str) -> list[dict]:
+    """One Label Studio task per image, its detections as one prediction of `model_name`: rectanglelabels
+    results with the top-left corner, width and height in percent of the image's width and height."""
+    tasks = []
+    for entry in images:
+        results = []
+        for k, det in enumerate(detections.get(entry.file_name, [])):
+            x1, y1, x2, y2 = (float(v) for v in det["box"])
+            results.append({
+                "id": f"{entry.image_id}_{k}", "type": "rectanglelabels", "from_name": LABELSTUDIO_FROM,
+                "to_name": LABELSTUDIO_TO, "original_width": entry.width, "original_height": entry.height,
+                "image_rotation": 0, "score": float(det["score"]),
+                "value": {"x": 100.0 * x1 / entry.width, "y": 100.0 * y1 / entry.height,
+                          "width": 100.0 * (x2 - x1) / entry.width, "height": 100.0 * (y2 - y1) / entry.height,
+                          "rotation": 0, "rectanglelabels": [det["label"]]}})
+        # the prediction's score orders tasks in Label Studio's data manager: the mean of its detections' scores
+        score = sum(r["score"] for r in results) / len(results) if results else 0.0
+        tasks.append({"data": {"image": f"/data/local-files/?d={entry.file_name}"},
+                      "predictions": [{"model_version": model_name, "score": score, "result": results}]})
+    return tasks
+
+
 def write_detections(fmt: str, output_dir: str | os.PathLike, detections: Detections, images: list[ImageEntry],
-                     categories: list[tuple[int, str]], *, with_images_file: bool = True) -> list[Path]:
+                     categories: list[tuple[int, str]], *, with_images_file: bool = True,
+                     model_name: str = "detres") -> list[Path]:
     """Write `detections` in `fmt` (one of FORMATS) under `output_dir`; the paths written ([] for json, whose
-    file the tool writes). with_images_file: coco only, also write the images list the ids refer to."""
+    file the tool writes). with_images_file: coco only, also write the images list the ids refer to;
+    model_name: labelstudio only, the predictions' model_version."""
     output_dir = Path(output_dir)
     if fmt == "json":
         return []
@@ -146,4 +178,7 @@ def write_detections(fmt: str, output_dir: str | os.PathLike, detections: Detect
         return [write_atomic(output_dir / CSV_FILE, csv_text(detections, images))]
     if fmt == "voc":
         return [write_voc(output_dir / VOC_DIR, detections, images, [name for _, name in categories])]
+    if fmt == "labelstudio":
+        return [write_atomic(output_dir / LABELSTUDIO_FILE,
+                             json.dumps(labelstudio_tasks(detections, images, model_name), indent=1))]
     raise UserError(f"unknown detections format {fmt!r}; choose one of {', '.join(FORMATS)}")
