@@ -32,7 +32,7 @@ _EXIF_FIX = {
 }
 
 
-class TooManyPixels(DataError):
+class TooManyPixelsError(DataError):
     """An image whose size exceeds the pixel limit (a server answers it differently from a corrupt file)."""
 
 
@@ -48,7 +48,7 @@ def _header(path: Path | io.BytesIO, max_pixels: int, name: str | None = None) -
                     return img.width, img.height, 1, img.mode  # refused by the caller, nothing decoded
                 return img.width, img.height, _orientation(img), img.mode
         except Image.DecompressionBombError:
-            raise TooManyPixels(f"{name}: the header claims a decompression-bomb size; refused (pixel limit "
+            raise TooManyPixelsError(f"{name}: the header claims a decompression-bomb size; refused (pixel limit "
                             f"{max_pixels}, data.input.max_pixels)") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return 0, 0, 1, ""  # Pillow cannot read it: let OpenCV try (and report the failure if it fails too)
@@ -152,8 +152,8 @@ def _decode(header: tuple[int, int, int, str], raw, pillow, name: str, max_pixel
     Pillow for the modes OpenCV gets wrong, else OpenCV on the raw bytes (`raw()`), upright per EXIF."""
     width, height, orientation, mode = header
     if width * height > max_pixels:
-        raise TooManyPixels(f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-                        "(data.input.max_pixels); raise the limit if the file is trusted")
+        raise TooManyPixelsError(f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of "
+                                 f"{max_pixels} (data.input.max_pixels); raise the limit if the file is trusted")
     if mode in PILLOW_MODES:
         rgb = pillow()
         if rgb is not None:
@@ -166,7 +166,7 @@ def _decode(header: tuple[int, int, int, str], raw, pillow, name: str, max_pixel
     if image is None or image.size == 0:
         raise DataError(f"{name}: not a readable image (corrupt, truncated, or not an image format)")
     if width == 0 and image.shape[0] * image.shape[1] > max_pixels:
-        raise TooManyPixels(f"{name}: {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {max_pixels}")
+        raise TooManyPixelsError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {max_pixels}")
     return _apply_orientation(_to_rgb8(image), orientation)
 
 

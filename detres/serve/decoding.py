@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from detres.config import Config
-from detres.data.image_io import TooManyPixels, decode_image_bytes
+from detres.data.image_io import TooManyPixelsError, decode_image_bytes
 from detres.engine.folder_inference import model_input
 from detres.errors import DataError
 from detres.serve.http_errors import HTTPError
@@ -32,7 +32,7 @@ def decode_job(data: bytes, cfg: Config, score_thr: float, *, name: str = "image
     image or a truncated JPEG, 413 for an image above the pixel limit."""
     try:
         rgb = decode_image_bytes(data, name=name, max_pixels=cfg.data.input.max_pixels)
-    except TooManyPixels as exc:
+    except TooManyPixelsError as exc:
         raise HTTPError(413, str(exc)) from None
     except DataError as exc:
         raise HTTPError(400, str(exc)) from None
