@@ -1,5 +1,6 @@
-"""No two modules of the package import each other, directly or through others (function-level imports included):
-a circle is the sign of a job split in the wrong place (engine/trainer.py and engine/stepwise.py had one)."""
+"""No two modules of the package import each other, directly or through others (function-level imports included;
+imports under `if TYPE_CHECKING:` are annotations, not imports, and are left out): a circle is the sign of a job
+split in the wrong place (engine/trainer.py and engine/stepwise.py had one)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def module_graph(package_dir: Path) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for module, (path, is_package) in paths.items():
         graph[module] = set()
-        tree = ast.parse(path.read_text())
+        tree = _without_type_checking_blocks(ast.parse(path.read_text()))
         names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
         for _, target in _imported_modules(tree, module, is_package):
             # `from detres.engine import trainer` imports the module detres.engine.trainer
@@ -32,6 +33,17 @@ def module_graph(package_dir: Path) -> dict[str, set[str]]:
                 if candidate and candidate != module:
                     graph[module].add(candidate)
     return graph
+
+
+def _without_type_checking_blocks(tree: ast.Module) -> ast.Module:
+    """The module with its `if TYPE_CHECKING:` blocks removed (imports there run only under a type checker)."""
+    class Strip(ast.NodeTransformer):
+        def visit_If(self, node: ast.If):  # noqa: N802 (ast's visitor naming)
+            test = node.test
+            name = test.id if isinstance(test, ast.Name) else test.attr if isinstance(test, ast.Attribute) else ""
+            return None if name == "TYPE_CHECKING" else self.generic_visit(node)
+
+    return Strip().visit(tree)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
