@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {  # verb -> tools/<module>.py
     "time": "time_det",
     "soak": "soak_memory",
     "bench-infer": "bench_infer",
+    "bench-precision": "bench_precision",
     "time-coco-eval": "time_coco_eval",
     "time-export": "time_export",
     "train-cls": "train_cls",
