@@ -137,3 +137,22 @@ def test_quantizer_names():
     assert resolve_quantizer("onnxruntime", "openvino") == "onnxruntime"
     with pytest.raises(ConfigError, match="deploy.int8_quantizer='tensorrt'"):
         resolve_quantizer("tensorrt")
+
+
+def test_the_precision_table_runs_every_path_on_the_val_split(trained):
+    """tools/bench_precision.py's table on the tiny model, at a tiny size: every row is there, the float rows agree
+    (the same graph in float32), and each speed row has both ratios."""
+    from detres.perf.precision_table import PATHS, format_precision_table, precision_table
+
+    ckpt, cfg = trained
+    result = precision_table(str(ckpt), cfg, calib=4, height=96, width=128, folder_images=2, runs=1, warmup=0)
+    assert set(result["accuracy"]) == {row for row, *_ in PATHS}
+    eager, ov = result["accuracy"]["eager fp32"], result["accuracy"]["openvino fp32"]
+    assert eager["map50"] > 30 and abs(eager["map50"] - ov["map50"]) <= 0.1 and abs(eager["map"] - ov["map"]) <= 0.1
+    assert {"peer eager fp32", "peer openvino default", "detres openvino int8", "detres onnxruntime int8"} <= set(
+        result["batch1"])
+    assert {"openvino int8 dynamic", "openvino int8 static", "openvino int8 static + throughput"} <= set(
+        result["folder"])
+    assert all(v > 0 for v in [*result["batch1"].values(), *result["folder"].values()])
+    table = format_precision_table(result)
+    assert "| openvino int8 (nncf) |" in table and "vs peer fastest fp32" in table
