@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {  # verb -> tools/<module>.py
     "soak": "soak_memory",
     "bench-infer": "bench_infer",
     "bench-serve": "bench_serve",
+    "bench-precision": "bench_precision",
     "time-coco-eval": "time_coco_eval",
     "time-export": "time_export",
     "train-cls": "train_cls",

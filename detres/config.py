@@ -249,9 +249,13 @@ class DeployConfig:
     """Exported detectors (docs/deploy.md): how tools/export.py writes them and which one the runtimes load."""
 
     opset: int = 18  # ONNX opset; >= 16 keeps RoIAlign's half-pixel alignment (aligned=True)
-    precision: str = "fp32"  # fp32 | int8: which artifact of an export folder test.backend=openvino runs
+    precision: str = "fp32"  # fp32 | int8 | bf16: what a runtime runs (int8: the folder's int8 model; bf16: OpenVINO)
     calib_images: int = 64  # training images that calibrate the int8 quantization (tools/export.py --calib)
+    int8_quantizer: str = "auto"  # auto | nncf | onnxruntime: the tool that writes the int8 model (docs/deploy.md)
     threads: int = 0  # runtime intra-op threads; 0 = the runtime's default (all cores)
+    static_shapes: int = 8  # OpenVINO: compiled models kept per input size (from a size's 2nd image); 0 = off
+    ov_hint: str = "latency"  # OpenVINO PERFORMANCE_HINT: latency | throughput (images of one call run at once)
+    ov_streams: int = 0  # OpenVINO NUM_STREAMS with ov_hint=throughput; 0 = OpenVINO's choice
 
 
 @dataclass

@@ -99,8 +99,10 @@ def test_bad_folders_are_refused(folder, tmp_path_factory):
         open_exported(folder, backend="torch")
     with pytest.raises(UserError, match="no int8 model"):
         open_exported(folder, backend="openvino", precision="int8")
-    with pytest.raises(ConfigError, match="deploy.precision=int8 is not run by test.backend=onnxruntime.*openvino"):
+    with pytest.raises(UserError, match="no int8 model"):
         open_exported(folder, backend="onnxruntime", precision="int8")
+    with pytest.raises(ConfigError, match="deploy.precision=bf16 is not run by test.backend=onnxruntime.*openvino"):
+        open_exported(folder, backend="onnxruntime", precision="bf16")
     (folder / "model.onnx").unlink()
     with pytest.raises(UserError, match="model.onnx is missing"):
         read_export_info(folder)

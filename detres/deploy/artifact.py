@@ -21,9 +21,10 @@ from detres.errors import UserError
 from detres.io.atomic import write_atomic
 
 INFO_FILE = "detres_export.json"
-FORMAT_VERSION = 2  # bump when the graph's inputs/outputs or this json change meaning (2: the baked options)
+# bump when the graph's inputs/outputs or this json change meaning (2: the baked options; 3: `int8` replaces
+# `int8_artifact`: the quantizer, its settings and the measured fp32/int8 mAP)
+FORMAT_VERSION = 3
 FORMATS = {"onnx": "model.onnx"}
-INT8_FILE = "model_int8.xml"  # OpenVINO IR (with model_int8.bin) written by NNCF
 
 
 @dataclass
@@ -42,9 +43,15 @@ class ExportInfo:
         return self.folder / self.data["artifact"]
 
     @property
+    def int8(self) -> dict[str, Any] | None:
+        """The int8 model's record: {"artifact", "quantizer", "settings", "calibration_images", "accuracy"} or None.
+        accuracy: {"runtime", "images", "fp32": {"map50", "map"}, "int8": {...}} in percent, or None when the
+        calibration images had no ground truth."""
+        return self.data.get("int8")
+
+    @property
     def int8_artifact(self) -> Path | None:
-        name = self.data.get("int8_artifact")
-        return self.folder / name if name else None
+        return self.folder / self.int8["artifact"] if self.int8 else None
 
     @property
     def class_map(self) -> ClassMap:
@@ -81,7 +88,7 @@ def build_info(cfg: Config, class_map: ClassMap, fmt: str) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "format": fmt,
         "artifact": FORMATS[fmt],
-        "int8_artifact": None,
+        "int8": None,
         "opset": cfg.deploy.opset if fmt == "onnx" else None,
         "versions": versions(),
         "class_map": class_map.to_dict(),

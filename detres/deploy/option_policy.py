@@ -67,10 +67,17 @@ POLICY: tuple[TestOption, ...] = (
                "near the padding; a runtime runs one image at a time)", COMPUTED, REFUSED),
     TestOption("data.input.test_scale", "shorter side at test (resize outside the model)", COMPUTED, COMPUTED),
     TestOption("data.input.max_size", "longer side cap at test", COMPUTED, COMPUTED),
-    TestOption("deploy.precision", "fp32 | int8: which artifact a runtime runs", REFUSED, COMPUTED),
+    TestOption("deploy.precision", "fp32 | int8 | bf16: what a runtime runs (int8: the folder's int8 model; bf16: "
+               "OpenVINO only)", REFUSED, COMPUTED),
     TestOption("deploy.threads", "intra-op threads", COMPUTED, COMPUTED),
     TestOption("deploy.opset", "ONNX opset of the export", NO_EFFECT, BAKED),
     TestOption("deploy.calib_images", "training images that calibrate an int8 export", NO_EFFECT, COMPUTED),
+    TestOption("deploy.int8_quantizer", "auto | nncf | onnxruntime: the tool of an int8 export", NO_EFFECT, COMPUTED),
+    TestOption("deploy.static_shapes", "OpenVINO: compiled models kept per input size (speed only)", NO_EFFECT,
+               COMPUTED),
+    TestOption("deploy.ov_hint", "OpenVINO: latency | throughput (speed only)", NO_EFFECT, COMPUTED),
+    TestOption("deploy.ov_streams", "OpenVINO: CPU streams with the throughput hint (speed only)", NO_EFFECT,
+               COMPUTED),
 )
 
 # model.* keys that only training reads: a checkpoint's value and the user's may differ (logged, not refused)

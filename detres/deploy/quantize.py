@@ -1,28 +1,45 @@
-"""int8 post-training static quantization of an exported detector: NNCF on the OpenVINO model.
+"""int8 post-training static quantization of an exported detector, by one of two tools (deploy.int8_quantizer):
 
-NNCF was chosen over ONNX Runtime's quantize_static because OpenVINO's CPU plugin runs its int8 convolutions with
-VNNI kernels and NNCF places the quantizers for that plugin (docs/deploy.md has the mAP of both sides). Only
-convolutions and matrix products become int8; NMS, TopK and the box arithmetic stay float32.
+- `nncf`: NNCF on the OpenVINO model read from the ONNX file (MIXED preset) -> model_int8.xml/.bin, which OpenVINO
+  runs with its VNNI int8 kernels;
+- `onnxruntime`: ONNX Runtime's `quantize_static` in QDQ format (uint8 activations, int8 per-channel weights,
+  MinMax calibration) -> model_int8.onnx, which ONNX Runtime and OpenVINO both run.
+
+In both, only convolutions and matrix products become int8; NMS, TopK and the box arithmetic stay float32.
+`auto` is the tool whose int8 mAP kept the bound where measured (docs/deploy.md): NNCF, unless test.backend is
+onnxruntime, which cannot read NNCF's OpenVINO IR. A new quantizer is one function and one line in QUANTIZERS.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
-from detres.deploy.artifact import INT8_FILE
+from detres.data.records import ClassMap, DetRecord
 from detres.deploy.inputs import as_graph_input
 from detres.deploy.telemetry import disable_telemetry
-from detres.errors import UserError
+from detres.errors import ConfigError, UserError
+
+INT8_OPS = ["Conv", "MatMul", "Gemm"]  # what becomes int8 in the ONNX Runtime model (NNCF picks the same kinds)
 
 
-def quantize_openvino(onnx_path: Path, calibration: Sequence[Tensor], out_dir: Path) -> Path:
-    """Calibrate on `calibration` ([3, H, W] normalized images, at least one: export_detector checks) and write
-    model_int8.xml/.bin into out_dir."""
+@dataclass(frozen=True)
+class Quantizer:
+    """An int8 tool: the file it writes, the runtime that measures it at export, its settings, and how it runs."""
+
+    artifact: str
+    runtime: str  # the RUNTIMES name that runs (and measures) its model
+    settings: dict[str, Any]
+    run: Callable[[Path, Sequence[Tensor], Path], None]  # (onnx_path, calibration images, staged artifact path)
+
+
+def _nncf(onnx_path: Path, calibration: Sequence[Tensor], staged: Path) -> None:
     disable_telemetry()
     import nncf
     import openvino as ov
@@ -30,19 +47,94 @@ def quantize_openvino(onnx_path: Path, calibration: Sequence[Tensor], out_dir: P
     model = ov.Core().read_model(str(onnx_path))
     dataset = nncf.Dataset([as_graph_input(image) for image in calibration])
     quantized = nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED)
-    target = out_dir / INT8_FILE
+    ov.save_model(quantized, str(staged), compress_to_fp16=False)
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader protocol over the calibration images (get_next, then None)."""
+
+    def __init__(self, images: Sequence[Tensor]) -> None:
+        self._feeds = iter([{"image": as_graph_input(image)} for image in images])
+
+    def get_next(self) -> dict | None:
+        return next(self._feeds, None)
+
+
+def _onnxruntime(onnx_path: Path, calibration: Sequence[Tensor], staged: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(onnx_path), str(staged), _Reader(calibration), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    op_types_to_quantize=INT8_OPS, calibrate_method=CalibrationMethod.MinMax)
+
+
+QUANTIZERS: dict[str, Quantizer] = {
+    "nncf": Quantizer(artifact="model_int8.xml", runtime="openvino", run=_nncf,
+                      settings={"tool": "nncf.quantize", "preset": "MIXED", "model": "OpenVINO IR read from the ONNX"}),
+    "onnxruntime": Quantizer(artifact="model_int8.onnx", runtime="onnxruntime", run=_onnxruntime,
+                             settings={"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                                       "activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": True,
+                                       "calibrate_method": "MinMax", "op_types": INT8_OPS}),
+}
+AUTO = "nncf"  # kept the bound on the demo model (docs/deploy.md); onnxruntime's model is measured beside it
+
+
+def resolve_quantizer(name: str, backend: str = "") -> str:
+    """deploy.int8_quantizer -> a QUANTIZERS name; `auto` follows test.backend=onnxruntime (it cannot read NNCF's
+    IR), else AUTO. ConfigError naming the option for anything else."""
+    if name == "auto":
+        return "onnxruntime" if backend == "onnxruntime" else AUTO
+    if name not in QUANTIZERS:
+        raise ConfigError(f"deploy.int8_quantizer={name!r}: expected auto or one of {', '.join(QUANTIZERS)}")
+    return name
+
+
+def quantize(onnx_path: Path, calibration: Sequence[Tensor], out_dir: Path, quantizer: str) -> Path:
+    """Calibrate on `calibration` ([3, H, W] normalized images, at least one: export_detector checks) and write the
+    quantizer's int8 model into out_dir (staged in a temporary folder, then renamed: never half-written)."""
+    tool = QUANTIZERS[quantizer]
+    target = out_dir / tool.artifact
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".int8.") as tmp:
-        staged = Path(tmp) / INT8_FILE
-        ov.save_model(quantized, str(staged), compress_to_fp16=False)
+        staged = Path(tmp) / tool.artifact
+        tool.run(onnx_path, calibration, staged)
         os.chmod(tmp, 0o755)
-        os.replace(staged.with_suffix(".bin"), target.with_suffix(".bin"))
-        os.replace(staged, target)
+        for part in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the file the json names goes last
+            if part.suffix in (".bin", ".onnx", ".xml", ".data"):
+                part.chmod(0o644)
+                os.replace(part, out_dir / part.name)
     return target
+
+
+@dataclass
+class CalibrationTruth:
+    """Ground truth of the calibration images, to measure fp32 and int8 mAP at export: the records, and per image
+    the resize factor (resized / original, as (sy, sx)) and the original (height, width)."""
+
+    records: list[DetRecord]
+    scales: list[tuple[float, float]]
+    class_map: ClassMap
+
+
+def _picks(dataset, count: int) -> list[int]:
+    if count < 1:
+        raise UserError(f"--calib {count}: need at least 1 calibration image")
+    step = max(1, len(dataset) // count)
+    return list(range(0, len(dataset), step)[:count])
 
 
 def calibration_images(dataset, count: int) -> list[Tensor]:
     """The first `count` images of a detection dataset built with test-time resizing (evenly spread over it)."""
-    if count < 1:
-        raise UserError(f"--calib {count}: need at least 1 calibration image")
-    step = max(1, len(dataset) // count)
-    return [dataset[i][0] for i in range(0, len(dataset), step)[:count]]
+    return [dataset[i][0] for i in _picks(dataset, count)]
+
+
+def calibration_set(dataset, count: int) -> tuple[list[Tensor], CalibrationTruth | None]:
+    """calibration_images plus their ground truth (None when the dataset has no box at all: nothing to measure)."""
+    images, records, scales = [], [], []
+    for i in _picks(dataset, count):
+        image, _, meta = dataset[i]
+        images.append(image)
+        records.append(dataset.records[i])
+        scales.append(tuple(meta["scale"]))
+    if not any(len(rec.boxes) for rec in records):
+        return images, None
+    return images, CalibrationTruth(records=records, scales=scales, class_map=dataset.class_map)

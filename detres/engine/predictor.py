@@ -69,12 +69,12 @@ def build_predictor(cfg: Config, *, ckpts: Sequence[str] = (), model_dir: str | 
         detector = Detector([model for model, _, _ in loaded], inference_options(cfg))
         return Predictor(run=detector.to(device) if device is not None else detector, class_map=loaded[0][1],
                          backend=backend)
-    check_runtime(backend, cfg.deploy.precision)
+    check_runtime(backend, cfg.deploy.precision, cfg.deploy)
     keep = None
     if ckpts:
         keep = _export_on_the_fly(ckpts[0], cfg, backend)
         model_dir = keep.name
-    run, info = open_exported(model_dir, backend=backend, precision=cfg.deploy.precision, threads=cfg.deploy.threads)
+    run, info = open_exported(model_dir, backend=backend, deploy=cfg.deploy)
     check_baked(cfg, info.baked, folder=str(info.folder))
     _check_same_input(cfg, info.input)
     return Predictor(run=run, class_map=info.class_map, backend=backend, keep=keep)
@@ -90,7 +90,7 @@ def _export_on_the_fly(ckpt: str, cfg: Config, backend: str) -> tempfile.Tempora
     stat = os.stat(ckpt)
     int8 = cfg.deploy.precision == "int8"
     key = (os.path.realpath(ckpt), stat.st_mtime_ns, stat.st_size, repr(sorted(baked_values(cfg).items())), int8,
-           cfg.deploy.calib_images if int8 else None)
+           (cfg.deploy.calib_images, cfg.deploy.int8_quantizer, backend) if int8 else None)
     if key in _EXPORTS:
         log.info("test.backend=%s: the export of %s made earlier in this process, with the same options", backend,
                  ckpt)

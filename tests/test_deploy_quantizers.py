@@ -1,0 +1,158 @@
+"""int8 by each quantizer (NNCF, ONNX Runtime's quantize_static), on a tiny trained detector, through `detres export
+--int8`: the int8 detections overlap the fp32 ones, and the export json records the quantizer, its settings and the
+fp32/int8 mAP measured on the calibration images. Also: --calib 0 is refused, and deploy.int8_quantizer's values.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from detres.config import load_config
+from detres.data.detection import build_detection_dataset
+from detres.deploy.artifact import INFO_FILE, read_export_info
+from detres.deploy.int8_accuracy import measure_map
+from detres.deploy.loader import open_exported
+from detres.deploy.quantize import QUANTIZERS, calibration_set, resolve_quantizer
+from detres.engine.loading import load_detector
+from detres.engine.trainer import train_detector
+from detres.errors import ConfigError, UserError
+from detres.perf.agreement import compare_detections
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "datasets"))
+import make_shapes  # noqa: E402
+
+CALIB = 8  # all the training images: calibrated and measured on the same images, a few seconds per quantizer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(checkpoint, config overrides): a width-8 detector trained 500 iterations on 8 shapes images."""
+    root = tmp_path_factory.mktemp("quant")
+    data = make_shapes.generate(root / "shapes", seed=2, num_train=CALIB, num_val=1, min_size=64, max_size=96)
+    ann, images = f"{data}/coco/annotations/instances_train.json", f"{data}/coco/train"
+    overrides = [f"data.train.ann_file={ann}", f"data.train.image_dir={images}", f"data.test.ann_file={ann}",
+                 f"data.test.image_dir={images}", f"output.dir={root}/run", "output.tensorboard=false",
+                 "data.num_workers=0", "model.backbone.width=8", "data.input.train_scales=[96]",
+                 "data.input.test_scale=96", "data.input.max_size=160", "model.rpn.anchor_sizes=[16,32,64]",
+                 "model.rpn.post_nms_topk_train=64", "model.rpn.pre_nms_topk_test=200",
+                 "model.rpn.post_nms_topk_test=32", "model.roi_head.batch_size_per_image=16", "solver.ims_per_batch=2",
+                 "solver.warmup_iters=10", "solver.max_iter=500", "solver.steps=[400]", "solver.base_lr=0.02",
+                 "test.eval_metrics=[coco]", "output.checkpoint_period=100000", "output.log_period=100"]
+    cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
+    train_detector(cfg)
+    return root / "run" / "model_final.pth", cfg
+
+
+def _export(ckpt: Path, out: Path, *extra: str) -> None:
+    from tools import export
+
+    saved = sys.argv
+    sys.argv = ["export", "--ckpt", str(ckpt), "--out", str(out), *extra]
+    try:
+        assert export.main() == 0
+    finally:
+        sys.argv = saved
+
+
+def _calibration(ckpt, cfg):
+    _, _, stored = load_detector(str(ckpt), cfg)
+    dataset = build_detection_dataset(stored.data.train, input_cfg=stored.data.input,
+                                      pixel_mean=stored.model.backbone.pixel_mean,
+                                      pixel_std=stored.model.backbone.pixel_std, train=False)
+    return calibration_set(dataset, CALIB)
+
+
+@pytest.mark.parametrize("quantizer", sorted(QUANTIZERS))
+def test_int8_detections_overlap_fp32_and_the_json_records_them(trained, tmp_path, quantizer):
+    ckpt, cfg = trained
+    out = tmp_path / "export"
+    _export(ckpt, out, "--int8", "--calib", str(CALIB), f"deploy.int8_quantizer={quantizer}")
+    info = read_export_info(out)
+    record = info.int8
+    assert record["quantizer"] == quantizer and record["settings"] == QUANTIZERS[quantizer].settings
+    assert record["artifact"] == QUANTIZERS[quantizer].artifact and info.int8_artifact.is_file()
+    assert record["calibration_images"] == CALIB
+    accuracy = record["accuracy"]
+    assert accuracy["runtime"] == QUANTIZERS[quantizer].runtime
+    images, truth = _calibration(ckpt, cfg)
+    runtime = accuracy["runtime"]
+    fp32, _ = open_exported(out, backend=runtime, precision="fp32")
+    int8, _ = open_exported(out, backend=runtime, precision="int8")
+    # the recorded figures are those of the two models on the calibration images, recomputed here
+    assert measure_map(fp32, images, truth) == accuracy["fp32"]
+    assert measure_map(int8, images, truth) == accuracy["int8"]
+    assert accuracy["fp32"]["map50"] > 30  # a trained detector: its activations and scores are not random
+    # Bound: every confident fp32 detection (score >= 0.5) has an int8 one of the same class at IoU >= 0.5, and
+    # mAP@.5 moves by at most 5 points. Why it holds: weights are int8 per output channel (about 1/255 of each
+    # channel's range), activations are calibrated on these very images, and a confident detection of a trained
+    # model is far from the score threshold and its box far from IoU 0.5, so the rounding moves neither across.
+    # 5 points on 8 images (about 20 objects) is one object; the 0.5-point bound of issue 25 needs a val split.
+    # Measured here: nncf 55.85 -> 51.88, onnxruntime 55.85 -> 55.01 mAP@.5.
+    ref, ours = fp32(images), int8(images)
+    confident = [{k: v[d["scores"] >= 0.5] for k, v in d.items()} for d in ref]
+    assert sum(len(d["boxes"]) for d in confident) >= 5
+    assert _all_found(ours, confident)
+    assert abs(accuracy["int8"]["map50"] - accuracy["fp32"]["map50"]) <= 5.0, accuracy
+    if quantizer == "onnxruntime":  # its QDQ model runs in OpenVINO too
+        ov_int8, _ = open_exported(out, backend="openvino", precision="int8")
+        assert _all_found(ov_int8(images), confident)
+
+
+def _all_found(ours, wanted) -> bool:
+    """Every detection of `wanted` has one of `ours` with its label at IoU > 0.5 (ours may hold more)."""
+    agreement = compare_detections(ours, wanted, iou_thresh=0.5)
+    matched = round(agreement["matched_frac"] * max(agreement["num_ours"], agreement["num_theirs"]))
+    return matched == agreement["num_theirs"]
+
+
+def test_calib_zero_is_refused_and_nothing_is_written(trained, tmp_path, capsys):
+    ckpt, _ = trained
+    from tools import export
+
+    saved = sys.argv
+    sys.argv = ["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x"), "--int8", "--calib", "0"]
+    try:
+        with pytest.raises(UserError, match="--calib 0: need at least 1 calibration image"):
+            export.main()
+    finally:
+        sys.argv = saved
+    assert not (tmp_path / "x" / INFO_FILE).exists()
+
+
+def test_nncf_int8_is_refused_by_onnxruntime_with_the_fix(trained, tmp_path):
+    ckpt, _ = trained
+    out = tmp_path / "export"
+    _export(ckpt, out, "--int8", "--calib", "2", "deploy.int8_quantizer=nncf")
+    with pytest.raises(UserError, match="deploy.int8_quantizer=onnxruntime"):
+        open_exported(out, backend="onnxruntime", precision="int8")
+    assert json.loads((out / INFO_FILE).read_text())["int8"]["calibration_images"] == 2
+
+
+def test_quantizer_names():
+    assert resolve_quantizer("auto") == "nncf"
+    assert resolve_quantizer("auto", "onnxruntime") == "onnxruntime"  # ONNX Runtime cannot read NNCF's IR
+    assert resolve_quantizer("onnxruntime", "openvino") == "onnxruntime"
+    with pytest.raises(ConfigError, match="deploy.int8_quantizer='tensorrt'"):
+        resolve_quantizer("tensorrt")
+
+
+def test_the_precision_table_runs_every_path_on_the_val_split(trained):
+    """tools/bench_precision.py's table on the tiny model, at a tiny size: every row is there, the float rows agree
+    (the same graph in float32), and each speed row has both ratios."""
+    from detres.perf.precision_table import PATHS, format_precision_table, precision_table
+
+    ckpt, cfg = trained
+    result = precision_table(str(ckpt), cfg, calib=4, height=96, width=128, folder_images=2, runs=1, warmup=0)
+    assert set(result["accuracy"]) == {row for row, *_ in PATHS}
+    eager, ov = result["accuracy"]["eager fp32"], result["accuracy"]["openvino fp32"]
+    assert eager["map50"] > 30 and abs(eager["map50"] - ov["map50"]) <= 0.1 and abs(eager["map"] - ov["map"]) <= 0.1
+    assert {"peer eager fp32", "peer openvino default", "detres openvino int8", "detres onnxruntime int8"} <= set(
+        result["batch1"])
+    assert {"openvino int8 dynamic", "openvino int8 static", "openvino int8 static + throughput"} <= set(
+        result["folder"])
+    assert all(v > 0 for v in [*result["batch1"].values(), *result["folder"].values()])
+    table = format_precision_table(result)
+    assert "| openvino int8 (nncf) |" in table and "vs peer fastest fp32" in table
