@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from detres.config import Config
-from detres.data.detection import build_detection_dataset
+from detres.data.detection import build_split
 from detres.deploy.export import export_detector
 from detres.deploy.loader import open_exported
 from detres.deploy.quantize import QUANTIZERS, calibration_set
@@ -53,8 +53,8 @@ def precision_table(ckpt: str, cfg: Config, *, calib: int, height: int, width: i
     "settings": {...}}. cfg: the run's config (the checkpoint's own, overrides on top)."""
     model, class_map, stored = load_detector(ckpt, cfg)
     backbone = stored.model.backbone
-    train = build_detection_dataset(stored.data.train, input_cfg=stored.data.input, pixel_mean=backbone.pixel_mean,
-                                    pixel_std=backbone.pixel_std, train=False)
+    train = build_split(stored.data, "train", pixel_mean=backbone.pixel_mean, pixel_std=backbone.pixel_std,
+                        train=False, seed=stored.seed)
     calibration, truth = calibration_set(train, calib)
     bf16 = bf16_supported(__import__("openvino").Core())
     with tempfile.TemporaryDirectory(prefix="detres_precision_") as tmp:
@@ -97,9 +97,8 @@ def _accuracy(ckpt: str, cfg: Config, folders: dict[str, Path], bf16: bool) -> d
         run_cfg = _variant(cfg, backend, precision, test_precision)
         source = {"ckpts": [ckpt]} if folder is None else {"model_dir": folders[folder]}
         detector = build_predictor(run_cfg, device=CPU, **source)
-        dataset = build_detection_dataset(run_cfg.data.test, input_cfg=run_cfg.data.input,
-                                          pixel_mean=run_cfg.model.backbone.pixel_mean,
-                                          pixel_std=run_cfg.model.backbone.pixel_std, train=False)
+        dataset = build_split(run_cfg.data, "test", pixel_mean=run_cfg.model.backbone.pixel_mean,
+                              pixel_std=run_cfg.model.backbone.pixel_std, train=False, seed=run_cfg.seed)
         detections = run_inference(detector, eval_loader(run_cfg, dataset), device=CPU, progress=False,
                                    autocast_dtype=autocast_dtype(test_precision, CPU))
         metrics = evaluate_detections(dataset, detections, ["coco"], run_cfg.data.test.ann_file or None)
