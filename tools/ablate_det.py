@@ -23,6 +23,7 @@ import torch
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
 from detres.data.detection import build_split
+from detres.data.formats import coco_gt_file
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
 from detres.engine.loading import load_detector
@@ -73,7 +74,7 @@ def _score(models, options, cfg, dataset, device) -> dict[str, float]:
                                    autocast_dtype=autocast_dtype(cfg.test.precision, device), progress=False)
     seconds = (time.perf_counter() - tic) / len(dataset)
     metrics = evaluate_detections(dataset, detections, ["coco"],
-                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
+                                  coco_gt_file(cfg.data.test),
                                   coco_backend=cfg.test.coco_backend)
     return {"mAP@.5": metrics["coco/AP50"], "mAP@[.5,.95]": metrics["coco/AP"], "s/img": seconds}
 

@@ -10,6 +10,7 @@ from detres.analysis.browse import browse
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
 from detres.data.detection import build_split, read_split
+from detres.data.formats import detection_format
 
 
 def main() -> int:
@@ -28,7 +29,7 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_config(args.cfg, args.overrides)
     ds_cfg = cfg.data.train if args.split == "train" else cfg.data.test
-    word = "difficult" if ds_cfg.format == "voc" else "ignored"
+    word = detection_format(ds_cfg, where=f"data.{args.split}").ignore_word
     if args.augmented:
         dataset = build_split(cfg.data, args.split, pixel_mean=cfg.model.backbone.pixel_mean,
                               pixel_std=cfg.model.backbone.pixel_std, train=True, seed=cfg.seed)

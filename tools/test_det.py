@@ -15,6 +15,7 @@ from detres.analysis.report import analyze
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
 from detres.cli.ckpt_config import CFG_HELP
 from detres.data.detection import build_split
+from detres.data.formats import coco_gt_file
 from detres.distributed import resolve_device
 from detres.engine.inference import run_inference
 from detres.engine.predictor import build_predictor, config_for_predictor
@@ -60,7 +61,7 @@ def main() -> int:
         detections = run_inference(detector, eval_loader(cfg, dataset), device=device,
                                    autocast_dtype=autocast_dtype(cfg.test.precision, device))
     metrics = evaluate_detections(dataset, detections, cfg.test.eval_metrics or default_metrics(cfg.data.test.format),
-                                  cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
+                                  coco_gt_file(cfg.data.test),
                                   coco_backend=cfg.test.coco_backend)
     print(format_metrics(metrics))
     if "voc07/mAP" in metrics:
@@ -73,7 +74,7 @@ def main() -> int:
         print(f"wrote {out} and {Path(dets_path)}")
     if args.report:
         analyze(dataset.records, dataset.class_map, detections_to_coco_results(detections, dataset.class_map),
-                args.report, coco_gt_file=cfg.data.test.ann_file if cfg.data.test.format == "coco" else None,
+                args.report, coco_gt_file=coco_gt_file(cfg.data.test),
                 title=f"Evaluation of {', '.join(Path(c).name for c in args.ckpt) or args.model}")
         print(f"wrote the report {Path(args.report) / 'index.html'}")
     return 0

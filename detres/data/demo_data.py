@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from detres.config import DataConfig, DatasetConfig
+from detres.data.formats import split_path
 from detres.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,11 +43,6 @@ def ensure_demo_data(script: str, root: str | Path, *, seed: int) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # another process's copy won the rename, or generation failed
     return root
-
-
-def split_path(ds: DatasetConfig) -> Path:
-    """The file or folder that holds a dataset split: the annotation file of a COCO set, else its root."""
-    return Path(ds.ann_file if ds.format == "coco" else ds.root)
 
 
 def demo_root(ds: DatasetConfig) -> Path:

@@ -13,15 +13,13 @@ from torch.utils.data import Dataset
 
 from detres.config import DataConfig, DatasetConfig, InputConfig
 from detres.data.augment import augment_rng, augment_with_proposals, build_augment
-from detres.data.coco import read_coco
-from detres.data.demo_data import ensure_split_data, split_path
+from detres.data.demo_data import ensure_split_data
+from detres.data.formats import detection_format, split_path
 from detres.data.image_io import read_image_rgb
-from detres.data.imagenet_det import read_imagenet_det
 from detres.data.proposals import proposals_to_image
 from detres.data.records import ClassMap, DetRecord
 from detres.data.transforms import normalize_to_tensor, resize_and_flip
-from detres.data.voc import read_voc
-from detres.errors import ConfigError, DataError
+from detres.errors import DataError
 
 log = logging.getLogger("detres.data")
 
@@ -109,29 +107,15 @@ class DetectionDataset(Dataset):
         return normalize_to_tensor(image, self.pixel_mean, self.pixel_std), target, meta
 
 
-# where datasets/README.md says how to get each format's files, for the message of a dataset that is missing
-_GET_IT = {"coco": "COCO", "voc": "PASCAL VOC", "imagenet_det": "ImageNet DET"}
-_PATH_KEY = {"coco": "ann_file", "voc": "root", "imagenet_det": "root"}
-
-
 def read_records(ds: DatasetConfig, *, where: str = "data.train / data.test") -> tuple[list[DetRecord], ClassMap]:
-    """The records and class map of a dataset config, by its format. `where` names the config section in errors."""
-    if ds.format == "coco" and not ds.ann_file:
-        raise ConfigError(f"a coco dataset needs ann_file ({where}.ann_file)")
-    if ds.format in _GET_IT and not split_path(ds).exists():
-        key = _PATH_KEY[ds.format]
-        raise DataError(f"{ds.format} dataset not found: {where}.{key}={split_path(ds)} does not exist (looked for "
-                        f"it from {Path.cwd()}). Get it as datasets/README.md says (section 'Getting the data', "
-                        f"{_GET_IT[ds.format]}) and put it there, or set {where}.{key} to your copy")
-    if ds.format == "coco":
-        return read_coco(ds.ann_file, ds.image_dir or ds.root)
-    if ds.format == "voc":
-        if not ds.sets:
-            raise ConfigError("a voc dataset needs sets, e.g. data.train.sets=['2007:trainval','2012:trainval']")
-        return read_voc(ds.root, ds.sets)
-    if ds.format == "imagenet_det":
-        return read_imagenet_det(ds.root, ds.split)
-    raise ConfigError(f"dataset format {ds.format!r} is not a detection format; use coco, voc or imagenet_det")
+    """The records and class map of a dataset config, by its format (detres.data.formats). `where` names the config
+    section in errors; a split that is not where the config says gets where it was looked for and how to get it."""
+    entry = detection_format(ds, where=where)
+    if str(split_path(ds)) not in ("", ".") and not split_path(ds).exists():
+        raise DataError(f"{ds.format} dataset not found: {where}.{entry.path_key}={split_path(ds)} does not exist "
+                        f"(looked for it from {Path.cwd()}). Get it as datasets/README.md says (section 'Getting the "
+                        f"data', {entry.source}) and put it there, or set {where}.{entry.path_key} to your copy")
+    return entry.read(ds)
 
 
 def read_split(data: DataConfig, split: str, *, seed: int = 0) -> tuple[list[DetRecord], ClassMap]:

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detres import distributed as dist
 from detres.config import Config, config_to_dict, save_config
 from detres.data.detection import DetectionDataset, build_split
+from detres.data.formats import coco_gt_file
 from detres.data.loader import build_detection_loader
 from detres.data.proposals import ProposalDataset
 from detres.data.train_scales import train_scale_choices
@@ -314,7 +315,7 @@ class Trainer:
         if not self.main:
             return {}
         metrics = evaluate_detections(self.test_set, detections, self.metric_names,
-                                      self.cfg.data.test.ann_file if self.cfg.data.test.format == "coco" else None,
+                                      coco_gt_file(self.cfg.data.test),
                                       coco_backend=self.cfg.test.coco_backend)
         write_metrics(metrics, self.out / "metrics.json")
         if self.writer:

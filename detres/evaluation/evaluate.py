@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from detres.data.formats import FORMATS
 from detres.data.records import ClassMap, DetRecord
 from detres.errors import ConfigError
 from detres.evaluation.coco import coco_from_records, detections_to_coco_results, evaluate_coco
@@ -15,11 +16,12 @@ from detres.evaluation.imagenet_det import evaluate_imagenet_det
 from detres.evaluation.voc import evaluate_voc
 
 METRICS = ("coco", "voc07", "voc", "imagenet_det")
-DEFAULT_METRICS = {"coco": ["coco"], "voc": ["voc07", "voc", "coco"], "imagenet_det": ["imagenet_det"]}
 
 
 def default_metrics(dataset_format: str) -> list[str]:
-    return list(DEFAULT_METRICS.get(dataset_format, ["coco"]))
+    """The metrics of a dataset format when test.eval_metrics is empty (detres.data.formats)."""
+    entry = FORMATS.get(dataset_format)
+    return list(entry.default_metrics) if entry else ["coco"]
 
 
 def evaluate_records(records: list[DetRecord], class_map: ClassMap, detections: dict[int, dict],
