@@ -151,6 +151,12 @@ class DataConfig:
     # a box keeps at least this fraction of its area after data.augment or is dropped (YOLOv5's box_candidates
     # uses 0.1); boxes are always clipped to the image
     augment_min_visibility: float = 0.1
+    # large images (docs/own_data.md, detres/data/crops.py): training images larger than train_crop pixels yield
+    # train_crop x train_crop windows at native resolution, about area / train_crop^2 per image and epoch, before
+    # data.augment and the paper's resize; boxes are clipped and kept by data.augment_min_visibility; 0 = off
+    train_crop: int = 0
+    train_crop_background: float = 0.2  # probability that a window with no object is kept (else it moves onto one)
+    train_crop_cache_mb: int = 1024  # per loader process: decoded images kept for their next windows (not for TIFF)
 
 
 @dataclass

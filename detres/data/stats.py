@@ -43,18 +43,20 @@ class ScaledBoxes:
         return self.boxes[:, 3] - self.boxes[:, 1]
 
 
-def scaled_boxes(records: list[DetRecord], *, scales: list[int], max_size: int) -> ScaledBoxes:
+def scaled_boxes(records: list[DetRecord], *, scales: list[int], max_size: int, crop: int = 0) -> ScaledBoxes:
     """The trainable boxes of `records` resized as training resizes them (DetectionDataset: shorter side to each
-    of `scales`, longer side capped at `max_size`); ignored (crowd / difficult) boxes are left out."""
+    of `scales`, longer side capped at `max_size`); ignored (crowd / difficult) boxes are left out. With `crop`
+    (data.train_crop) the resize is the window's (crop x crop, or the image's side where smaller), image_hw too."""
     boxes, labels, image_hw, scale = [], [], [], []
     for rec in records:
         keep = ~rec.ignore
         if not keep.any():
             continue
+        height, width = (min(rec.height, crop), min(rec.width, crop)) if crop else (rec.height, rec.width)
         for short in scales:
-            factor = resize_factor(rec.height, rec.width, short, max_size)
-            new_h, new_w = max(1, round(rec.height * factor)), max(1, round(rec.width * factor))
-            sy, sx = new_h / rec.height, new_w / rec.width
+            factor = resize_factor(height, width, short, max_size)
+            new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+            sy, sx = new_h / height, new_w / width
             boxes.append(rec.boxes[keep] * np.array([sx, sy, sx, sy], np.float32))
             labels.append(rec.labels[keep])
             image_hw.append(np.tile([new_h, new_w], (int(keep.sum()), 1)))

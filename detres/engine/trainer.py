@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detres import distributed as dist
 from detres.config import Config, config_to_dict, save_config
+from detres.data.crops import TrainCrop
 from detres.data.detection import DetectionDataset, build_detection_dataset
 from detres.data.loader import build_detection_loader
 from detres.data.proposals import ProposalDataset
@@ -28,6 +29,7 @@ from detres.data.train_scales import train_scale_choices
 from detres.engine.inference import run_inference
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
+from detres.engine.tiled_inference import run_tiled_inference
 from detres.errors import ConfigError, UserError
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
 from detres.evaluation.metrics_file import write_metrics
@@ -47,7 +49,8 @@ def build_datasets(cfg: Config) -> tuple[DetectionDataset, DetectionDataset]:
     mean, std = cfg.model.backbone.pixel_mean, cfg.model.backbone.pixel_std
     train = build_detection_dataset(cfg.data.train, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
                                     train=True, seed=cfg.seed, augment=cfg.data.augment,
-                                    augment_min_visibility=cfg.data.augment_min_visibility)
+                                    augment_min_visibility=cfg.data.augment_min_visibility,
+                                    crop=TrainCrop.from_config(cfg.data))
     train.set_train_scales(*train_scale_choices(cfg.data.input, cfg.test.pyramid_scales))
     test = build_detection_dataset(cfg.data.test, input_cfg=cfg.data.input, pixel_mean=mean, pixel_std=std,
                                    train=False)
@@ -303,8 +306,12 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Metrics of the current model on the test set (every process infers its shard; rank 0 scores)."""
-        detections = run_inference(self.model, eval_loader(self.cfg, self.test_set, self.distributed),
-                                   device=self.device)
+        if self.cfg.test.tile_size:  # large test images: tiled, as `detres test` runs them (rank 0 alone)
+            detections = run_tiled_inference(self.model, self.test_set, self.cfg, self.device,
+                                             show_progress=False) if self.main else {}
+        else:
+            detections = run_inference(self.model, eval_loader(self.cfg, self.test_set, self.distributed),
+                                       device=self.device)
         self.model.train()
         if not self.main:
             return {}
