@@ -234,3 +234,16 @@ def test_resume_with_crops_is_bit_for_bit(large, tmp_path):
     assert resumed == full
     stored = json.loads(json.dumps(load_checkpoint(tmp_path / "full/model_final.pth")["config"]))
     assert stored["data"]["train_crop"] == 128 and stored["model"]["backbone"]["norm"] == "gn"
+
+
+def test_dataset_stats_sizes_are_those_of_the_windows():
+    from detres.data.stats import scaled_boxes
+
+    rec = DetRecord("a.jpg", 1, 1000, 600, np.array([[700, 450, 740, 470]], np.float32), np.ones(1, np.int64),
+                    np.zeros(1, bool))
+    whole = scaled_boxes([rec], scales=[300], max_size=2000)  # the whole image: shorter side 600 -> 300
+    np.testing.assert_allclose(whole.boxes, [[350, 225, 370, 235]])
+    # 200 px windows resized to 300 (x1.5); the box is given in the frame of the window holding its centre (600, 400)
+    windows = scaled_boxes([rec], scales=[300], max_size=2000, crop=200)
+    np.testing.assert_allclose(windows.boxes, [[150, 75, 210, 105]])
+    assert windows.image_hw.tolist() == [[300, 300]]

@@ -57,7 +57,7 @@ def scaled_boxes(records: list[DetRecord], *, scales: list[int], max_size: int, 
             factor = resize_factor(height, width, short, max_size)
             new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
             sy, sx = new_h / height, new_w / width
-            boxes.append(rec.boxes[keep] * np.array([sx, sy, sx, sy], np.float32))
+            boxes.append((rec.boxes[keep] - _window_origins(rec, keep, crop)) * np.array([sx, sy, sx, sy], np.float32))
             labels.append(rec.labels[keep])
             image_hw.append(np.tile([new_h, new_w], (int(keep.sum()), 1)))
             scale.append(np.full(int(keep.sum()), short))
@@ -65,6 +65,17 @@ def scaled_boxes(records: list[DetRecord], *, scales: list[int], max_size: int, 
         raise DataError("the dataset has no trainable boxes (all images empty or all boxes crowd/difficult)")
     return ScaledBoxes(np.concatenate(boxes).astype(np.float32), np.concatenate(labels).astype(np.int64),
                        np.concatenate(image_hw).astype(np.int64), np.concatenate(scale).astype(np.int64))
+
+
+def _window_origins(rec: DetRecord, keep: np.ndarray, crop: int) -> np.ndarray:
+    """[N, 4] (x0, y0, x0, y0) of a crop window holding each box's centre (zeros without crop), so that positions
+    are the window's, as the model sees them (anchor coverage looks up each box's nearest grid point)."""
+    if not crop:
+        return np.zeros((int(keep.sum()), 4), np.float32)
+    centre = (rec.boxes[keep, :2] + rec.boxes[keep, 2:]) / 2
+    room = np.array([max(rec.width - crop, 0), max(rec.height - crop, 0)], np.float32)
+    origin = np.minimum(np.floor(centre / crop) * crop, room)
+    return np.concatenate([origin, origin], 1).astype(np.float32)
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
