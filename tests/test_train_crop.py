@@ -247,3 +247,12 @@ def test_dataset_stats_sizes_are_those_of_the_windows():
     windows = scaled_boxes([rec], scales=[300], max_size=2000, crop=200)
     np.testing.assert_allclose(windows.boxes, [[150, 75, 210, 105]])
     assert windows.image_hw.tolist() == [[300, 300]]
+
+
+def test_stepwise_training_refuses_crops(large):
+    from detres.data.proposals import ProposalDataset
+
+    dataset = _dataset(large, _crop(size=128))
+    proposals = {str(r.image_id): torch.zeros(0, 4) for r in dataset.records}
+    with pytest.raises(ConfigError, match="data.train_crop=0 or solver.mode=joint"):
+        ProposalDataset(dataset=dataset, proposals=proposals)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from detres.analysis.browse import browse
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
+from detres.data.crops import TrainCrop
 from detres.data.detection import build_detection_dataset, read_records
 
 
@@ -21,8 +22,9 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="page folder to write (replaced if it holds a previous page), "
                                                      "e.g. runs/browse_train")
     parser.add_argument("--augmented", action="store_true",
-                        help="draw the items after the training augmentation (what the model sees in training); "
-                             "default: the images as stored")
+                        help="draw the items after the training augmentation (data.augment, the data.train_crop "
+                             "windows, the paper's resize and flip: what the model sees in training); default: the "
+                             "images as stored")
     parser.add_argument("--max-images", type=int, default=50, help="how many images to draw (default 50)")
     add_overrides(parser)
     args = parser.parse_args()
@@ -32,7 +34,10 @@ def main() -> int:
     if args.augmented:
         dataset = build_detection_dataset(ds_cfg, input_cfg=cfg.data.input,
                                           pixel_mean=cfg.model.backbone.pixel_mean,
-                                          pixel_std=cfg.model.backbone.pixel_std, train=True, seed=cfg.seed)
+                                          pixel_std=cfg.model.backbone.pixel_std, train=True, seed=cfg.seed,
+                                          augment=cfg.data.augment,
+                                          augment_min_visibility=cfg.data.augment_min_visibility,
+                                          crop=TrainCrop.from_config(cfg.data))
         out = browse(args.out, dataset=dataset, class_map=dataset.class_map, max_images=args.max_images,
                      ignored_word=word, title=f"{args.cfg}: {args.split} images after the training augmentation",
                      pixel_mean=cfg.model.backbone.pixel_mean, pixel_std=cfg.model.backbone.pixel_std)
