@@ -30,14 +30,21 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=4, help="number of images; default 4")
     parser.add_argument("--seed", type=int, default=1, help="random seed; default 1")
     args = parser.parse_args()
-    rng = np.random.default_rng(args.seed)
-    side = args.grid * CELL
-    (args.out / "images").mkdir(parents=True, exist_ok=True)
+    count = generate(args.out, grid=args.grid, num=args.num, seed=args.seed)
+    print(f"{args.num} images of {args.grid * CELL}x{args.grid * CELL} px with {count} boxes in {args.out}")
+
+
+def generate(out: str | os.PathLike, *, grid: int = 6, num: int = 4, seed: int = 1) -> int:
+    """Write `num` images of grid x grid cells and their annotations.json under `out`; returns the box count."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    side = grid * CELL
+    (out / "images").mkdir(parents=True, exist_ok=True)
     images, anns = [], []
-    for index in range(args.num):
+    for index in range(num):
         image = background(rng, side, side)
-        for cy in range(args.grid):  # the demo's clutter density: lines and shapes drawn cell by cell
-            for cx in range(args.grid):
+        for cy in range(grid):  # the demo's clutter density: lines and shapes drawn cell by cell
+            for cx in range(grid):
                 view = image[cy * CELL:(cy + 1) * CELL, cx * CELL:(cx + 1) * CELL]
                 for _ in range(int(rng.integers(3, 10))):  # as make_shapes.background's lines, per cell
                     p1 = tuple(int(v) for v in rng.integers(0, CELL, 2))
@@ -48,15 +55,15 @@ def main() -> None:
                                  "bbox": [x1 + cx * CELL, y1 + cy * CELL, x2 - x1, y2 - y1],
                                  "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
         name = f"large_{index:04d}.jpg"
-        cv2.imwrite(str(args.out / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+        cv2.imwrite(str(out / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                     [cv2.IMWRITE_JPEG_QUALITY, 92])
         images.append({"id": index + 1, "file_name": name, "width": side, "height": side})
     coco = {"images": images, "annotations": anns,
             "categories": [{"id": i, "name": n, "supercategory": "shape"} for i, n in zip(CATEGORY_IDS, CLASSES)]}
-    tmp = args.out / ".annotations.json.tmp"
+    tmp = out / ".annotations.json.tmp"
     tmp.write_text(json.dumps(coco))
-    os.replace(tmp, args.out / "annotations.json")
-    print(f"{args.num} images of {side}x{side} px with {len(anns)} boxes in {args.out}")
+    os.replace(tmp, out / "annotations.json")
+    return len(anns)
 
 
 if __name__ == "__main__":

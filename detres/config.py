@@ -37,7 +37,10 @@ class BackboneConfig:
     stride_in_1x1: bool = False  # MSRA layout: the stride on the first 1x1 conv of a bottleneck
     cifar: bool = False  # the CIFAR 6n+2 nets of Sec. 4.2 (16/32/64 channels, option A)
     freeze_at: int = 2  # 0: nothing frozen; 1: stem; 2: stem + conv2_x (detection default)
-    frozen_bn: bool = True  # detection: BN replaced by FrozenBatchNorm2d
+    # normalization after every conv: frozen_bn (BN replaced by FrozenBatchNorm2d: the paper's detection, App. A) |
+    # bn (BatchNorm2d, trained) | gn (GroupNorm, 32 groups: batch-independent, for training from scratch with small
+    # batches, He, Girshick and Dollar 2019). Older configs' frozen_bn: true/false read as frozen_bn/bn.
+    norm: str = "frozen_bn"
     weights: str = ""  # detres classification checkpoint or torchvision ResNet .pth; "" = from scratch
     pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # RGB, on [0,1] pixels
     pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
@@ -80,6 +83,7 @@ class RoIHeadConfig:
     smooth_l1_beta: float = 1.0
     context: bool = False  # App. B global context: whole-image RoI through conv5_x, concatenated
     chunk_size: int = 0  # RoIs through conv5_x at once at inference; 0 = all at once
+    norm: str = ""  # conv5_x's normalization: frozen_bn | bn | gn; "" = model.backbone.norm
 
 
 @dataclass
@@ -147,6 +151,12 @@ class DataConfig:
     # a box keeps at least this fraction of its area after data.augment or is dropped (YOLOv5's box_candidates
     # uses 0.1); boxes are always clipped to the image
     augment_min_visibility: float = 0.1
+    # large images (docs/own_data.md, detres/data/crops.py): training images larger than train_crop pixels yield
+    # train_crop x train_crop windows at native resolution, about area / train_crop^2 per image and epoch, before
+    # data.augment and the paper's resize; boxes are clipped and kept by data.augment_min_visibility; 0 = off
+    train_crop: int = 0
+    train_crop_background: float = 0.2  # probability that a window with no object is kept (else it moves onto one)
+    train_crop_cache_mb: int = 1024  # per loader process: decoded images kept for their next windows (not for TIFF)
 
 
 @dataclass
@@ -324,6 +334,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     merged = OmegaConf.structured(Config)
     if path is not None:
         for layer_path, layer in _yaml_chain(Path(path), ()):
+            layer = _renamed(layer, where=str(layer_path))
             _check_keys(layer, Config, where=str(layer_path))
             merged = _merge(merged, layer, where=str(layer_path))
     merged = _apply_overrides(merged, overrides)
@@ -336,8 +347,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 def _apply_overrides(merged: DictConfig, overrides: list[str] | None) -> DictConfig:
     for item in overrides or []:
         key, value = _parse_override(item)
-        _check_keys(_nest(key, value), Config, where=f"override {item!r}")
-        merged = _merge(merged, _nest(key, value), where=f"override {item!r}")
+        layer = _renamed(_nest(key, value), where=f"override {item!r}")
+        _check_keys(layer, Config, where=f"override {item!r}")
+        merged = _merge(merged, layer, where=f"override {item!r}")
     return merged
 
 
@@ -361,6 +373,9 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 # Keys that older detres versions wrote into checkpoints and that no longer exist (they had no effect).
 RETIRED_KEYS = ("model.rpn.loss_weight",)
+# Keys that older detres versions wrote (into checkpoints and config files) under another name: old dotted key ->
+# (new key in the same section, old value -> new value). Read everywhere a config comes from, so old runs load.
+RENAMED_KEYS = {"model.backbone.frozen_bn": ("norm", {True: "frozen_bn", False: "bn"})}
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
@@ -388,11 +403,38 @@ def _without_retired(data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     for dotted in RETIRED_KEYS:
         *parents, leaf = dotted.split(".")
-        node = data
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
+        node = _section(data, parents)
         if isinstance(node, dict):
             node.pop(leaf, None)
+    return _renamed(data, where="stored config")
+
+
+def _section(data: dict[str, Any], parents: list[str]) -> Any:
+    node: Any = data
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _renamed(data: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """`data` (a copy) with the old keys of RENAMED_KEYS written as their new keys and values; ConfigError for an
+    old value with no new meaning, or an old key that contradicts its new key given beside it."""
+    data = copy.deepcopy(data)
+    for dotted, (new, values) in RENAMED_KEYS.items():
+        *parents, leaf = dotted.split(".")
+        node = _section(data, parents)
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        old = node.pop(leaf)
+        old = {"true": True, "false": False}.get(old.lower(), old) if isinstance(old, str) else old
+        target = ".".join([*parents, new])
+        if not isinstance(old, bool) or old not in values:
+            raise ConfigError(f"{where}: '{dotted}' = {old!r} is an old key; write {target}: "
+                              f"{' | '.join(dict.fromkeys(values.values()))} instead")
+        if new in node and node[new] != values[old]:
+            raise ConfigError(f"{where}: '{dotted}: {old}' (old key, means {target}: {values[old]}) contradicts "
+                              f"'{target}: {node[new]}'; keep only {target}")
+        node[new] = values[old]
     return data
 
 

@@ -16,7 +16,7 @@ from detres.deploy.int8_accuracy import measure_map
 from detres.deploy.loader import open_exported
 from detres.deploy.quantize import QUANTIZERS, calibration_set, resolve_quantizer
 from detres.engine.loading import load_detector
-from detres.engine.trainer import train_detector
+from detres.engine.train import train_detector
 from detres.errors import ConfigError, UserError
 from detres.perf.agreement import compare_detections
 

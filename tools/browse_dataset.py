@@ -22,8 +22,9 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="page folder to write (replaced if it holds a previous page), "
                                                      "e.g. runs/browse_train")
     parser.add_argument("--augmented", action="store_true",
-                        help="draw the items after the training augmentation (what the model sees in training); "
-                             "default: the images as stored")
+                        help="draw the items after the training augmentation (data.augment, the data.train_crop "
+                             "windows, the paper's resize and flip: what the model sees in training); default: the "
+                             "images as stored")
     parser.add_argument("--max-images", type=int, default=50, help="how many images to draw (default 50)")
     add_overrides(parser)
     args = parser.parse_args()

@@ -1,7 +1,9 @@
-"""Dataset statistics and anchor coverage; with --fit-anchors, anchors and input scale fitted to the boxes.
+"""Dataset statistics, anchor coverage and a recommended data.train_crop; with --fit-anchors, anchors and input
+scale fitted to the boxes. With data.train_crop set, box sizes are those of the windows at the training scale.
 
     python tools/dataset_stats.py --cfg configs/demo.yaml --fit-anchors
     python tools/dataset_stats.py --cfg my.yaml --split test --out stats/ data.input.train_scales=[800]
+    python tools/dataset_stats.py --cfg configs/large_shapes_scratch_gn.yaml
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.config import load_config
+from detres.data.crops import TrainCrop, recommend_train_crop
 from detres.data.detection import read_split
 from detres.data.stats import dataset_summary, scaled_boxes, write_histograms
 from detres.errors import UserError
@@ -53,8 +56,11 @@ def main() -> int:
     cfg = load_config(args.cfg, args.overrides)
     records, class_map = read_split(cfg.data, args.split, seed=cfg.seed)
     inp, rpn = cfg.data.input, cfg.model.rpn
-    table = scaled_boxes(records, scales=list(inp.train_scales), max_size=inp.max_size)
+    crop = TrainCrop.from_config(cfg.data)
+    table = scaled_boxes(records, scales=list(inp.train_scales), max_size=inp.max_size, crop=crop.size if crop else 0)
     stats = dataset_summary(records, class_map, table)
+    stats["train_crop"] = crop.size if crop else 0
+    stats["recommended_train_crop"] = recommend_train_crop(records, train_scale=min(inp.train_scales))
     # coverage: anchors at the nearest stride-16 grid point, as the RPN labels them (anchor_fit's docstring)
     stats["anchor_coverage"] = {"anchor_sizes": list(rpn.anchor_sizes), "aspect_ratios": list(rpn.aspect_ratios),
                                 "method": "best IoU with the anchors at the box centre's nearest stride-16 grid "
@@ -68,12 +74,23 @@ def main() -> int:
           f"(max {stats['boxes_per_image'].get('max', 0):g})")
     print("boxes per class: " + ", ".join(f"{k} {v}" for k, v in stats["boxes_per_class"].items()))
     side, ratio = stats["box_side_px_at_train_scale"], stats["box_aspect_ratio_h_over_w"]
-    print(f"box side sqrt(w*h) at train scale {stats['train_scales']}: min {side['min']:.1f}, p1 {side['p1']:.1f}, "
-          f"median {side['median']:.1f}, p99 {side['p99']:.1f}, max {side['max']:.1f} px")
+    where = f" of data.train_crop={crop.size} windows" if crop else ""
+    print(f"box side sqrt(w*h){where} at train scale {stats['train_scales']}: min {side['min']:.1f}, "
+          f"p1 {side['p1']:.1f}, median {side['median']:.1f}, p99 {side['p99']:.1f}, max {side['max']:.1f} px")
     print(f"aspect ratio h/w: p1 {ratio['p1']:.2f}, median {ratio['median']:.2f}, p99 {ratio['p99']:.2f}")
     cov = stats["anchor_coverage"]
     print(f"configured anchors {list(rpn.anchor_sizes)} x {list(rpn.aspect_ratios)}: "
           f"{100 * cov['iou>=0.5']:.1f}% of boxes at IoU >= 0.5, {100 * cov['iou>=0.7']:.1f}% at IoU >= 0.7")
+
+    advice = stats["recommended_train_crop"]
+    if advice["train_crop"]:
+        print(f"recommended data.train_crop={advice['train_crop']}: the 99th-percentile object "
+              f"({advice['p99_longer_side_px']:g} px) lies whole in {100 * advice['p99_whole_probability']:.0f}% of "
+              f"random windows; at train scale {advice['train_scale']} windows are zoomed x{advice['zoom']:g}; "
+              f"{advice['windows_per_epoch']} windows per epoch from {advice['images']} images; test whole scenes "
+              f"with test.tile_size={advice['train_crop']}")
+    else:
+        print(f"recommended data.train_crop=0: {advice['reason']}")
 
     if args.fit_anchors:
         fit = fit_anchors_and_scale(records, train_scales=list(inp.train_scales), test_scale=inp.test_scale,

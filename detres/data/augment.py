@@ -113,9 +113,10 @@ def augment_with_proposals(pipeline: A.Compose, rgb: np.ndarray, boxes: np.ndarr
     return image, out_boxes[keep], out_labels[keep], out_ignore[keep], moved
 
 
-def augment_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of image `index`'s augmentation in `epoch`: a pure function, so workers and --resume agree."""
-    return np.random.default_rng([seed, epoch, index, AUGMENT_STREAM])
+def augment_rng(seed: int, epoch: int, index: int, stream: int = AUGMENT_STREAM) -> np.random.Generator:
+    """The generator of image `index`'s augmentation in `epoch`: a pure function, so workers and --resume agree.
+    `stream` separates draws of the same item (data.train_crop's window: detres.data.crops.CROP_STREAM)."""
+    return np.random.default_rng([seed, epoch, index, stream])
 
 
 def _plain(value: Any) -> Any:

@@ -13,12 +13,14 @@ from torch.utils.data import Dataset
 
 from detres.config import DataConfig, DatasetConfig, InputConfig
 from detres.data.augment import augment_rng, augment_with_proposals, build_augment
+from detres.data.crops import TrainCrop, crop_boxes, crop_plan, draw_window
 from detres.data.demo_data import ensure_split_data
 from detres.data.formats import detection_format, split_path
 from detres.data.image_io import read_image_rgb
 from detres.data.proposals import proposals_to_image
 from detres.data.records import ClassMap, DetRecord
 from detres.data.transforms import normalize_to_tensor, resize_and_flip
+from detres.data.window_read import WindowReader
 from detres.errors import DataError
 
 log = logging.getLogger("detres.data")
@@ -31,11 +33,15 @@ class DetectionDataset(Dataset):
     scale is drawn from `train_scales` and the flip from a generator seeded by (seed, epoch, index), so the
     augmented stream is reproducible; an unreadable image is logged and replaced by the next one. `augment`
     (data.augment) runs first in training, drawn from its own generator of (seed, epoch, index).
+
+    With `crop` (data.train_crop, training only) the items are window slots rather than images (detres.data.crops:
+    a large image yields about area / crop^2 items per epoch); the item's window is cut before data.augment, read
+    through a WindowReader, and `index` in the draws above is the item's.
     """
 
     def __init__(self, *, records: list[DetRecord], class_map: ClassMap, input_cfg: InputConfig,
                  pixel_mean: list[float], pixel_std: list[float], train: bool, seed: int = 0,
-                 augment: A.Compose | None = None) -> None:
+                 augment: A.Compose | None = None, crop: TrainCrop | None = None) -> None:
         self.records = records
         self.class_map = class_map
         self.input_cfg = input_cfg
@@ -50,6 +56,9 @@ class DetectionDataset(Dataset):
         self.train_scales = list(input_cfg.train_scales)  # shorter sides a training image is drawn at
         self.max_size_ratio = 0.0  # > 0: longer side capped at scale * ratio instead of input_cfg.max_size
         self.batch_scales: list[int] | None = None  # set: one scale per mini-batch, chosen by the batch sampler
+        self.crop = crop if train else None
+        self.slots = crop_plan([(r.width, r.height) for r in records], crop.size) if self.crop else None
+        self.reader = WindowReader(cache_mb=crop.cache_mb, max_pixels=input_cfg.max_pixels) if self.crop else None
 
     def set_train_scales(self, scales: list[int], max_size_ratio: float = 0.0, per_batch: bool = False) -> None:
         """Multi-scale training (detres.data.train_scales): the scales, their longer-side cap, per image or batch."""
@@ -60,9 +69,14 @@ class DetectionDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.slots) if self.slots is not None else len(self.records)
 
     def aspect_ratios(self) -> np.ndarray:
+        """Width / height of each item: an image, or a window (crop x crop, or the image's side where smaller)."""
+        if self.slots is not None:
+            size = self.crop.size
+            return np.array([min(size, self.records[s.image].width) / min(size, self.records[s.image].height)
+                             for s in self.slots])
         return np.array([r.width / r.height for r in self.records])
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[Tensor, dict[str, Tensor], dict]:
@@ -80,14 +94,19 @@ class DetectionDataset(Dataset):
 
     def _load(self, index: int, rng: np.random.Generator,
               short: int | None = None) -> tuple[Tensor, dict[str, Tensor], dict]:
-        rec = self.records[index]
-        rgb = read_image_rgb(rec.image_path, max_pixels=self.input_cfg.max_pixels)
-        if rgb.shape[:2] != (rec.height, rec.width):
-            raise DataError(f"{rec.image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but its annotation says "
-                            f"{rec.width}x{rec.height}")
-        cfg = self.input_cfg
-        boxes, labels, ignore = rec.boxes, rec.labels, rec.ignore
+        window = None
+        if self.slots is not None:
+            rec, window, rgb, boxes, labels, ignore = self._window(index)
+        else:
+            rec = self.records[index]
+            rgb = read_image_rgb(rec.image_path, max_pixels=self.input_cfg.max_pixels)
+            if rgb.shape[:2] != (rec.height, rec.width):
+                raise DataError(f"{rec.image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but its annotation says "
+                                f"{rec.width}x{rec.height}")
+            boxes, labels, ignore = rec.boxes, rec.labels, rec.ignore
+        # step-wise training's stored proposals (never with crops: detres.data.proposals refuses the two together)
         proposals = None if self.proposals is None else self.proposals[str(rec.image_id)].numpy()
+        cfg = self.input_cfg
         if self.train and self.augment is not None:  # boxes it drops may leave no box: a negative image, still valid
             rgb, boxes, labels, ignore, proposals = augment_with_proposals(
                 self.augment, rgb, boxes, labels, ignore, augment_rng(self.seed, self.epoch, index), proposals)
@@ -104,7 +123,26 @@ class DetectionDataset(Dataset):
                                                      flipped=flip, width=image.shape[1])
         meta = {"image_id": rec.image_id, "orig_size": (rec.height, rec.width), "scale": scale, "flipped": flip,
                 "file": rec.image_path}
+        if window is not None:  # data.train_crop: the window of the original image that the item shows
+            meta["window"] = window
         return normalize_to_tensor(image, self.pixel_mean, self.pixel_std), target, meta
+
+
+    def _window(self, item: int) -> tuple[DetRecord, tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray,
+                                          np.ndarray]:
+        """(record, window (x0, y0, w, h), its pixels, boxes, labels, ignore flags) of item `item` (data.train_crop)."""
+        slot = self.slots[item]
+        rec = self.records[slot.image]
+        window = draw_window(slot, rec.width, rec.height, rec.boxes, rec.ignore, self.crop, self.seed, self.epoch,
+                             item)
+        if window == (0, 0, rec.width, rec.height):  # an image no larger than the crop: read it as it is
+            rgb = read_image_rgb(rec.image_path, max_pixels=self.input_cfg.max_pixels)
+            if rgb.shape[:2] != (rec.height, rec.width):
+                raise DataError(f"{rec.image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but its annotation "
+                                f"says {rec.width}x{rec.height}")
+        else:
+            rgb = self.reader.read(rec.image_path, window, (rec.width, rec.height))
+        return rec, window, rgb, *crop_boxes(rec.boxes, rec.labels, rec.ignore, window, self.crop.min_visibility)
 
 
 def read_records(ds: DatasetConfig, *, where: str = "data.train / data.test") -> tuple[list[DetRecord], ClassMap]:
@@ -128,21 +166,25 @@ def read_split(data: DataConfig, split: str, *, seed: int = 0) -> tuple[list[Det
 
 def build_split(data: DataConfig, split: str, *, pixel_mean: list[float], pixel_std: list[float], train: bool,
                 seed: int = 0) -> DetectionDataset:
-    """`build_detection_dataset` of data.<split> with the config's input settings (and data.augment in training),
+    """`build_detection_dataset` of data.<split> with the config's input settings (and data.augment and
+    data.train_crop in training),
     generating the demo's set first as `read_split` does."""
     ds = getattr(data, split)
     ensure_split_data(data, ds, seed=seed)
     return build_detection_dataset(ds, input_cfg=data.input, pixel_mean=pixel_mean, pixel_std=pixel_std, train=train,
                                    seed=seed, augment=data.augment if train else None,
-                                   augment_min_visibility=data.augment_min_visibility, where=f"data.{split}")
+                                   augment_min_visibility=data.augment_min_visibility, where=f"data.{split}",
+                                   crop=TrainCrop.from_config(data) if train else None)
 
 
 def build_detection_dataset(ds: DatasetConfig, *, input_cfg: InputConfig, pixel_mean: list[float],
                             pixel_std: list[float], train: bool, seed: int = 0,
                             augment: list[dict] | None = None, augment_min_visibility: float = 0.1,
-                            where: str = "data.train / data.test") -> DetectionDataset:
+                            where: str = "data.train / data.test",
+                            crop: TrainCrop | None = None) -> DetectionDataset:
     """Dataset for training (images without usable boxes dropped; difficult boxes too unless use_difficult)
-    or for evaluation (every image kept). `augment`: data.augment entries, used in training only."""
+    or for evaluation (every image kept). `augment`: data.augment entries, `crop`: data.train_crop
+    (TrainCrop.from_config), both used in training only."""
     pipeline = build_augment(list(augment or []), min_visibility=augment_min_visibility) if train else None
     records, class_map = read_records(ds, where=where)
     if train:
@@ -158,4 +200,4 @@ def build_detection_dataset(ds: DatasetConfig, *, input_cfg: InputConfig, pixel_
         raise DataError(f"image folder not found: {Path(records[0].image_path).parent} "
                         "(data.*.image_dir / data.*.root)")
     return DetectionDataset(records=records, class_map=class_map, input_cfg=input_cfg, pixel_mean=pixel_mean,
-                            pixel_std=pixel_std, train=train, seed=seed, augment=pipeline)
+                            pixel_std=pixel_std, train=train, seed=seed, augment=pipeline, crop=crop)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from detres.errors import DataError
+from detres.errors import ConfigError, DataError
 
 
 def proposals_to_image(boxes: Tensor, *, scale: tuple[float, float], flipped: bool, width: int) -> Tensor:
@@ -36,6 +36,9 @@ class ProposalDataset(Dataset):
     """
 
     def __init__(self, *, dataset, proposals: dict[str, Tensor]) -> None:
+        if getattr(dataset, "slots", None) is not None:  # stored proposals are per whole image, not per window
+            raise ConfigError("data.train_crop does not work with solver.mode=stepwise (its proposals are stored "
+                              "per whole image); set data.train_crop=0 or solver.mode=joint")
         missing = [r.image_id for r in dataset.records if str(r.image_id) not in proposals]
         if missing:
             raise DataError(f"no stored proposals for {len(missing)} training images (e.g. {missing[0]!r}); "

@@ -42,19 +42,21 @@ class ScaledBoxes:
         return self.boxes[:, 3] - self.boxes[:, 1]
 
 
-def scaled_boxes(records: list[DetRecord], *, scales: list[int], max_size: int) -> ScaledBoxes:
+def scaled_boxes(records: list[DetRecord], *, scales: list[int], max_size: int, crop: int = 0) -> ScaledBoxes:
     """The trainable boxes of `records` resized as training resizes them (DetectionDataset: shorter side to each
-    of `scales`, longer side capped at `max_size`); ignored (crowd / difficult) boxes are left out."""
+    of `scales`, longer side capped at `max_size`); ignored (crowd / difficult) boxes are left out. With `crop`
+    (data.train_crop) the resize is the window's (crop x crop, or the image's side where smaller), image_hw too."""
     boxes, labels, image_hw, scale = [], [], [], []
     for rec in records:
         keep = ~rec.ignore
         if not keep.any():
             continue
+        height, width = (min(rec.height, crop), min(rec.width, crop)) if crop else (rec.height, rec.width)
         for short in scales:
-            factor = resize_factor(rec.height, rec.width, short, max_size)
-            new_h, new_w = max(1, round(rec.height * factor)), max(1, round(rec.width * factor))
-            sy, sx = new_h / rec.height, new_w / rec.width
-            boxes.append(rec.boxes[keep] * np.array([sx, sy, sx, sy], np.float32))
+            factor = resize_factor(height, width, short, max_size)
+            new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+            sy, sx = new_h / height, new_w / width
+            boxes.append((rec.boxes[keep] - _window_origins(rec, keep, crop)) * np.array([sx, sy, sx, sy], np.float32))
             labels.append(rec.labels[keep])
             image_hw.append(np.tile([new_h, new_w], (int(keep.sum()), 1)))
             scale.append(np.full(int(keep.sum()), short))
@@ -62,6 +64,17 @@ def scaled_boxes(records: list[DetRecord], *, scales: list[int], max_size: int) 
         raise DataError("the dataset has no trainable boxes (all images empty or all boxes crowd/difficult)")
     return ScaledBoxes(np.concatenate(boxes).astype(np.float32), np.concatenate(labels).astype(np.int64),
                        np.concatenate(image_hw).astype(np.int64), np.concatenate(scale).astype(np.int64))
+
+
+def _window_origins(rec: DetRecord, keep: np.ndarray, crop: int) -> np.ndarray:
+    """[N, 4] (x0, y0, x0, y0) of a crop window holding each box's centre (zeros without crop), so that positions
+    are the window's, as the model sees them (anchor coverage looks up each box's nearest grid point)."""
+    if not crop:
+        return np.zeros((int(keep.sum()), 4), np.float32)
+    centre = (rec.boxes[keep, :2] + rec.boxes[keep, 2:]) / 2
+    room = np.array([max(rec.width - crop, 0), max(rec.height - crop, 0)], np.float32)
+    origin = np.minimum(np.floor(centre / crop) * crop, room)
+    return np.concatenate([origin, origin], 1).astype(np.float32)
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:

@@ -29,6 +29,7 @@ from detres.data.train_scales import train_scale_choices
 from detres.engine.inference import run_inference
 from detres.engine.run_dir import prepare_run_dir
 from detres.engine.solver import build_lr_scheduler, build_optimizer
+from detres.engine.tiled_inference import run_tiled_inference
 from detres.errors import UserError
 from detres.evaluation.coco import check_coco_backend
 from detres.evaluation.evaluate import default_metrics, evaluate_detections
@@ -309,8 +310,12 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Metrics of the current model on the test set (every process infers its shard; rank 0 scores)."""
-        detections = run_inference(self.model, eval_loader(self.cfg, self.test_set, self.distributed),
-                                   device=self.device)
+        if self.cfg.test.tile_size:  # large test images: tiled, as `detres test` runs them (rank 0 alone)
+            detections = run_tiled_inference(self.model, self.test_set, self.cfg, self.device,
+                                             show_progress=False) if self.main else {}
+        else:
+            detections = run_inference(self.model, eval_loader(self.cfg, self.test_set, self.distributed),
+                                       device=self.device)
         self.model.train()
         if not self.main:
             return {}

@@ -28,7 +28,7 @@ def build_loc_body(cfg: Config, *, stage: int) -> tuple[nn.Module, int]:
     resnet = build_resnet(bb, cfg.model.num_classes)
     if bb.weights:
         load_resnet_weights(resnet, bb.weights, skip_fc=True)
-    if bb.frozen_bn:
+    if bb.norm == "frozen_bn":
         resnet = convert_to_frozen_bn(resnet)
     freeze_stages(resnet, bb.freeze_at)
     trunk, head = split_c4(resnet)

@@ -30,6 +30,17 @@ def convert_to_frozen_bn(module: nn.Module) -> nn.Module:
     return module
 
 
+def freeze_bn_of_parts(model: nn.Module, *, backbone_norm: str, head_norm: str) -> None:
+    """Detection: FrozenBatchNorm2d (with the loaded statistics) where the config asks for frozen_bn, after loading
+    the weights: the stem and layer1..layer3 when `backbone_norm` (model.backbone.norm) is frozen_bn, layer4
+    (conv5_x) when `head_norm` (model.roi_head.norm, resolved) is. BN elsewhere trains; GroupNorm is left as it is."""
+    parts = (["bn1", "layer1", "layer2", "layer3"] if backbone_norm == "frozen_bn" else []) + \
+        (["layer4"] if head_norm == "frozen_bn" else [])
+    for name in parts:
+        if hasattr(model, name):
+            setattr(model, name, convert_to_frozen_bn(getattr(model, name)))
+
+
 def conv_bn(conv: nn.Conv2d, bn: nn.Module, x: Tensor) -> Tensor:
     """bn(conv(x)). In training, a FrozenBatchNorm2d is applied to the conv's weights instead of its output.
 
@@ -80,7 +91,8 @@ _BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
 def fold_frozen_bn(module: nn.Module) -> nn.Module:
     """Inference only: fold each BN into the conv it follows (attribute pairs convN/bnN and Sequential pairs).
 
-    The BN is replaced by Identity, so forward code stays unchanged. Same outputs as before to ~1e-5.
+    The BN is replaced by Identity, so forward code stays unchanged. Same outputs as before to ~1e-5. GroupNorm
+    (model.backbone.norm=gn) normalizes with each image's own statistics, so it is no fixed affine map: it stays.
     """
     for name, child in list(module.named_children()):
         fold_frozen_bn(child)

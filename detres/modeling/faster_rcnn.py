@@ -13,7 +13,7 @@ from detres.config import Config
 from detres.data.batching import pad_images
 from detres.errors import ConfigError
 from detres.modeling.anchors import AnchorGenerator
-from detres.modeling.batchnorm import convert_to_frozen_bn, freeze_stages, recompute_bn_stats
+from detres.modeling.batchnorm import freeze_bn_of_parts, freeze_stages, recompute_bn_stats
 from detres.modeling.matching import Matcher
 from detres.modeling.resnet import build_resnet, split_c4
 from detres.modeling.roi_heads import BoxPredictor, C4RoIHead
@@ -116,14 +116,13 @@ def build_faster_rcnn(cfg: Config, *, calibration_images: Iterable[Tensor] | Non
     mc, bb = cfg.model, cfg.model.backbone
     if mc.num_classes < 1:
         raise ConfigError(f"model.num_classes must be >= 1, got {mc.num_classes}")
-    resnet = build_resnet(bb, num_classes=1000)
+    resnet = build_resnet(bb, num_classes=1000, head_norm=mc.roi_head.norm)
     if bb.weights:
         load_resnet_weights(resnet, bb.weights, skip_fc=True)
     elif calibration_images is not None and calibration_batches > 0:
         recompute_bn_stats(resnet, calibration_images, calibration_batches)
     resnet.fc = nn.Identity()  # the classifier is not part of the detector
-    if bb.frozen_bn:
-        convert_to_frozen_bn(resnet)
+    freeze_bn_of_parts(resnet, backbone_norm=bb.norm, head_norm=mc.roi_head.norm or bb.norm)
     freeze_stages(resnet, bb.freeze_at)
     trunk, res5 = split_c4(resnet)
     trunk_channels, head_channels = resnet.stage_channels[2], resnet.stage_channels[3]

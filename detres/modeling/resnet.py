@@ -3,7 +3,8 @@
 Names equal torchvision's (`conv1`, `bn1`, `layer1`..`layer4`, `fc`, `downsample`), so a torchvision state dict
 loads with strict=True. Options the paper studies and torchvision lacks: plain nets (no shortcuts), shortcut
 options A/B/C, the stride on the first 1x1 conv (the original MSRA layout), a width multiplier for tiny test
-nets, and the CIFAR 6n+2 nets.
+nets, and the CIFAR 6n+2 nets. The normalization is BatchNorm (frozen later for detection) or GroupNorm (for
+training from scratch); either sits under the same `bn*` names, so the keys of a GN net are BN's minus the statistics.
 """
 
 from __future__ import annotations
@@ -27,6 +28,28 @@ IMAGENET_STAGES = {
     152: ((3, 8, 36, 3), True),
 }
 SHORTCUT_OPTIONS = ("A", "B", "C")
+# model.backbone.norm / model.roi_head.norm. frozen_bn builds BatchNorm2d here: detection builders freeze it after the
+# weights are loaded (detres.modeling.batchnorm.freeze_bn_of_parts)
+NORMS = ("frozen_bn", "bn", "gn")
+GN_GROUPS = 32  # Wu and He 2018; the scratch configs of He, Girshick and Dollar 2019
+
+
+def gn_groups(channels: int) -> int:
+    """32 groups, or the largest divisor of `channels` below 32 in the tiny test nets (e.g. 16 channels: 16 groups)."""
+    return max(g for g in range(1, GN_GROUPS + 1) if channels % g == 0)
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The normalization module of `norm` (one of NORMS) over `channels` channels."""
+    if norm == "gn":
+        return nn.GroupNorm(gn_groups(channels), channels)
+    return nn.BatchNorm2d(channels)
+
+
+def check_norm(norm: str, key: str) -> None:
+    if norm not in NORMS:
+        raise ConfigError(f"{key}={norm!r} is not one of {', '.join(NORMS)} (gn: GroupNorm, for training from "
+                          "scratch; frozen_bn: the paper's detection default)")
 
 
 class ZeroPadShortcut(nn.Module):
@@ -51,13 +74,13 @@ class Projection(nn.Sequential):
         return conv_bn(self[0], self[1], x)
 
 
-def _shortcut(option: str, in_ch: int, out_ch: int, stride: int, plain: bool) -> nn.Module | None:
+def _shortcut(option: str, in_ch: int, out_ch: int, stride: int, plain: bool, norm: str) -> nn.Module | None:
     """The `downsample` module of a block: None for an identity shortcut or a plain net."""
     if plain:
         return None
     changes = stride != 1 or in_ch != out_ch
     if option == "C" or (option == "B" and changes):
-        return Projection(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+        return Projection(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), norm_layer(norm, out_ch))
     if option == "A" and changes:
         return ZeroPadShortcut(out_channels=out_ch, stride=stride)
     return None
@@ -69,15 +92,15 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, *, in_ch: int, width: int, stride: int, shortcut: str, plain: bool,
-                 stride_in_1x1: bool = False) -> None:
+                 stride_in_1x1: bool = False, norm: str = "bn") -> None:
         super().__init__()
         out_ch = width * self.expansion
         self.conv1 = nn.Conv2d(in_ch, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(norm, width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = norm_layer(norm, width)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(shortcut, in_ch, out_ch, stride, plain)
+        self.downsample = _shortcut(shortcut, in_ch, out_ch, stride, plain, norm)
         self.plain = plain
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,18 +117,18 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, *, in_ch: int, width: int, stride: int, shortcut: str, plain: bool,
-                 stride_in_1x1: bool = False) -> None:
+                 stride_in_1x1: bool = False, norm: str = "bn") -> None:
         super().__init__()
         out_ch = width * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_ch, width, 1, stride=s1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(norm, width)
         self.conv2 = nn.Conv2d(width, width, 3, stride=s3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = norm_layer(norm, width)
         self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.bn3 = norm_layer(norm, out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(shortcut, in_ch, out_ch, stride, plain)
+        self.downsample = _shortcut(shortcut, in_ch, out_ch, stride, plain, norm)
         self.plain = plain
 
     def forward(self, x: Tensor) -> Tensor:
@@ -120,13 +143,16 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ImageNet ResNet (stem 7x7/2 + 3x3 max pool, four stages) or CIFAR ResNet (3x3 stem, three stages).
 
-    stage_channels: output channels of layer1..layer4 (layer4 absent for CIFAR nets).
+    stage_channels: output channels of layer1..layer4 (layer4 absent for CIFAR nets). norm: "bn" or "gn" (NORMS;
+    frozen_bn builds BN) for every layer; head_norm: the last stage's instead (conv5_x, the C4 detector's head).
     """
 
     def __init__(self, *, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, ...], num_classes: int = 1000,
                  width: int = 64, shortcut: str = "B", plain: bool = False, stride_in_1x1: bool = False,
-                 cifar: bool = False) -> None:
+                 cifar: bool = False, norm: str = "bn", head_norm: str = "") -> None:
         super().__init__()
+        check_norm(norm, "norm")
+        check_norm(head_norm or norm, "head_norm")
         if shortcut not in SHORTCUT_OPTIONS:
             raise ConfigError(f"shortcut option {shortcut!r} is not one of A, B, C")
         self.cifar = cifar
@@ -134,7 +160,7 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
         else:
             self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(norm, width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, stride=2, padding=1)
         in_ch, self.stage_channels = width, []
@@ -142,9 +168,10 @@ class ResNet(nn.Module):
             stage_width = width * 2**index
             stride = 1 if index == 0 else 2
             stage = []
+            stage_norm = (head_norm or norm) if index == len(layers) - 1 else norm
             for b in range(blocks):
                 stage.append(block(in_ch=in_ch, width=stage_width, stride=stride if b == 0 else 1,
-                                   shortcut=shortcut, plain=plain, stride_in_1x1=stride_in_1x1))
+                                   shortcut=shortcut, plain=plain, stride_in_1x1=stride_in_1x1, norm=stage_norm))
                 in_ch = stage_width * block.expansion
             setattr(self, f"layer{index + 1}", nn.Sequential(*stage))
             self.stage_channels.append(in_ch)
@@ -156,7 +183,7 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He et al. 2015 ("msra") initialization, as the paper uses
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
@@ -204,22 +231,33 @@ def resnet152(**kwargs) -> ResNet:
 
 
 def cifar_resnet(depth: int, *, num_classes: int = 10, width: int = 16, shortcut: str = "A",
-                 plain: bool = False) -> ResNet:
+                 plain: bool = False, norm: str = "bn") -> ResNet:
     """The 6n+2-layer CIFAR nets of Sec. 4.2 (20, 32, 44, 56, 110, 1202): three stages of n basic blocks."""
     if depth < 8 or (depth - 2) % 6:
         raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, 1202), got {depth}")
     n = (depth - 2) // 6
     return ResNet(block=BasicBlock, layers=(n, n, n), num_classes=num_classes, width=width,
-                  shortcut=shortcut, plain=plain, cifar=True)
+                  shortcut=shortcut, plain=plain, cifar=True, norm=norm)
 
 
-def build_resnet(cfg: BackboneConfig, num_classes: int) -> ResNet:
-    """The ResNet the config describes (weights are loaded separately, see detres.modeling.weights)."""
+def build_resnet(cfg: BackboneConfig, num_classes: int, *, head_norm: str = "") -> ResNet:
+    """The ResNet the config describes (weights are loaded separately, see detres.modeling.weights).
+
+    Norms come from `cfg.norm` (frozen_bn builds BN, frozen by the detection builder after the weights load);
+    `head_norm` (model.roi_head.norm, "" = cfg.norm) is conv5_x's.
+    """
+    check_norm(cfg.norm, "model.backbone.norm")
+    check_norm(head_norm or cfg.norm, "model.roi_head.norm")
+    norm, head = _module_norm(cfg.norm), _module_norm(head_norm or cfg.norm)
     if cfg.cifar:
         return cifar_resnet(cfg.depth, num_classes=num_classes, width=cfg.width, shortcut=cfg.shortcut,
-                            plain=cfg.plain)
+                            plain=cfg.plain, norm=norm)
     return _imagenet_resnet(cfg.depth, num_classes=num_classes, width=cfg.width, shortcut=cfg.shortcut,
-                            plain=cfg.plain, stride_in_1x1=cfg.stride_in_1x1)
+                            plain=cfg.plain, stride_in_1x1=cfg.stride_in_1x1, norm=norm, head_norm=head)
+
+
+def _module_norm(norm: str) -> str:
+    return "gn" if norm == "gn" else "bn"
 
 
 def split_c4(model: ResNet) -> tuple[nn.Sequential, nn.Sequential]:

@@ -38,7 +38,8 @@ def load_resnet_weights(model: ResNet, path: str | os.PathLike, *, skip_fc: bool
         problems.append(f"shape mismatches (file vs model) {_short(wrong)}")
     if problems:
         raise CheckpointError(f"{path} does not fit this ResNet: {'; '.join(problems)}. Check "
-                              "model.backbone.depth/width/shortcut/plain against the file's network")
+                              "model.backbone.depth/width/shortcut/plain/norm against the file's network (a GN net "
+                              "has no BN statistics: ImageNet BN weights do not load into model.backbone.norm=gn)")
     model.load_state_dict(state, strict=False)
 
 
