@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from detres.config import load_config
-from detres.engine.soak import MemoryTrace, rss_mib, soak_memory
+from detres.engine.memory import MemoryTrace, rss_mib
+from detres.engine.soak import soak_memory
 from detres.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ from detres.engine.infer_journal import (
     read_journal,
 )
 from detres.engine.inference import to_original
-from detres.engine.soak import MemoryTrace
+from detres.engine.memory import MemoryTrace
 from detres.engine.tiled_inference import detect_image
 from detres.errors import DataError, UserError
 from detres.io.folders import EXTENSIONS, find_images, output_names, write_file_atomic

@@ -1,4 +1,4 @@
-"""Memory over long runs: a resident-memory probe, a trace of it, and the training soak behind tools/soak_memory.py.
+"""Memory over long runs: the training soak behind tools/soak_memory.py (the probe and its trace: engine.memory).
 
 A leak that costs a few hundred kB per iteration is invisible in a short test and fatal in a week-long run.
 The soak trains a config for N iterations through the real training loop and compares the resident memory
@@ -10,69 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import resource
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from detres import distributed as dist
 from detres.config import Config
-from detres.engine.memory import peak_rss_mb
+from detres.engine.memory import MemoryTrace, peak_rss_mb
 from detres.errors import ConfigError
 
 log = logging.getLogger("detres.soak")
-
-
-def rss_mib() -> float:
-    """Current resident set size of this process in MiB (VmRSS); the peak so far where /proc is missing."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
-@dataclass
-class MemoryTrace:
-    """RSS after a baseline count of steps (images, iterations) and at the latest step; constant size.
-
-    `growth` = latest / baseline - 1; the peak is the kernel's high-water mark over the whole process.
-    """
-
-    baseline_step: int
-    baseline_mib: float | None = None
-    final_step: int = 0
-    final_mib: float | None = None
-
-    def record(self, step: int) -> None:
-        """Call after step `step` (1-based) is done."""
-        value = rss_mib()
-        if step == self.baseline_step:
-            self.baseline_mib = value
-        self.final_step, self.final_mib = step, value
-
-    @property
-    def growth(self) -> float | None:
-        if self.baseline_mib is None or self.final_mib is None:
-            return None
-        return self.final_mib / self.baseline_mib - 1.0
-
-    def report(self) -> dict[str, float | int | None]:
-        """A flat dict for json reports (MiB, growth in percent)."""
-        growth = self.growth
-        return {"baseline_step": self.baseline_step, "baseline_rss_mib": _round(self.baseline_mib),
-                "final_step": self.final_step, "final_rss_mib": _round(self.final_mib),
-                "peak_rss_mib": round(peak_rss_mb(), 1),
-                "growth_percent": None if growth is None else round(100.0 * growth, 2)}
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 def _measured_trainer(cfg: Config, trace: MemoryTrace):
