@@ -17,7 +17,8 @@ from torch import nn
 from detres.config import DatasetConfig, InputConfig, load_config
 from detres.data.detection import build_detection_dataset
 from detres.data.loader import build_detection_loader
-from detres.engine.inference import run_inference, to_original
+from detres.data.transforms import to_original
+from detres.engine.inference import run_inference
 from detres.modeling.faster_rcnn import build_faster_rcnn
 
 REPO = Path(__file__).resolve().parents[1]

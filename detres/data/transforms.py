@@ -51,3 +51,14 @@ def prepare_image(rgb: np.ndarray, *, short: int, max_size: int, pixel_mean: lis
     resized = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))),
                          interpolation=cv2.INTER_LINEAR)
     return normalize_to_tensor(resized, pixel_mean, pixel_std), factor
+
+
+def to_original(det: dict[str, torch.Tensor], meta: dict) -> dict[str, np.ndarray]:
+    """Boxes in the resized input's pixels -> the original image's pixels (meta["scale"] = resized/original)."""
+    sy, sx = meta["scale"]
+    boxes = det["boxes"].float().cpu().numpy() / np.array([sx, sy, sx, sy], np.float32)
+    height, width = meta["orig_size"]
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    return {"boxes": boxes, "scores": det["scores"].float().cpu().numpy(),
+            "labels": det["labels"].cpu().numpy().astype(np.int64)}

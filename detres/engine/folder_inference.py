@@ -30,7 +30,7 @@ from detres.config import Config, config_to_dict
 from detres.data.image_io import read_image_rgb
 from detres.data.loader import CheckedLoader
 from detres.data.records import ClassMap
-from detres.data.transforms import prepare_image
+from detres.data.transforms import prepare_image, to_original
 from detres.engine.infer_journal import (
     JournalWriter,
     check_header,
@@ -39,7 +39,6 @@ from detres.engine.infer_journal import (
     make_header,
     read_journal,
 )
-from detres.engine.inference import to_original
 from detres.engine.memory import MemoryTrace
 from detres.engine.tiled_inference import detect_image
 from detres.errors import DataError, UserError

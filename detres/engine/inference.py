@@ -8,17 +8,7 @@ from torch import nn
 
 from detres import distributed as dist
 from detres.cli.progress import progress as progress_bar
-
-
-def to_original(det: dict[str, torch.Tensor], meta: dict) -> dict[str, np.ndarray]:
-    """Boxes in the resized input's pixels -> the original image's pixels (meta["scale"] = resized/original)."""
-    sy, sx = meta["scale"]
-    boxes = det["boxes"].float().cpu().numpy() / np.array([sx, sy, sx, sy], np.float32)
-    height, width = meta["orig_size"]
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-    return {"boxes": boxes, "scores": det["scores"].float().cpu().numpy(),
-            "labels": det["labels"].cpu().numpy().astype(np.int64)}
+from detres.data.transforms import to_original
 
 
 @torch.no_grad()

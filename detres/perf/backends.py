@@ -79,13 +79,13 @@ def runners(paths: dict[str, str], runtimes: list[str], threads: int = 0) -> dic
         out[f"detres_{runtime}"] = open_exported(paths["export"], backend=backend, precision=precision,
                                                  threads=threads)[0]
         if runtime == "onnxruntime":
-            out["peer_onnxruntime"] = _peer_runner(OnnxRuntimeDetector(path=paths["peer"], threads=threads))
+            out["peer_onnxruntime"] = peer_runner(OnnxRuntimeDetector(path=paths["peer"], threads=threads))
         elif runtime == "openvino":
-            out["peer_openvino"] = _peer_runner(OpenVinoDetector(path=paths["peer"], threads=threads))
+            out["peer_openvino"] = peer_runner(OpenVinoDetector(path=paths["peer"], threads=threads))
     return out
 
 
-def _peer_runner(detector):
+def peer_runner(detector):
     """The peer graph's outputs are (boxes, labels, scores); the runtime classes read them as (boxes, scores,
     labels), so swap back, and feed the [3, H, W] input that torchvision's graph takes."""
     def run(images: list[Tensor]):

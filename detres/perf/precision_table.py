@@ -32,7 +32,7 @@ from detres.engine.predictor import build_predictor
 from detres.engine.trainer import eval_loader
 from detres.evaluation.evaluate import evaluate_detections
 from detres.modeling.fast_inference import autocast_dtype
-from detres.perf.backends import _peer_runner, export_peer
+from detres.perf.backends import export_peer, peer_runner
 from detres.perf.measure import alternating_medians
 from detres.perf.peer import build_peer
 from detres.perf.synthetic import synthetic_batch
@@ -115,10 +115,10 @@ def _batch1(ckpt, cfg, folders, peer, peer_path, images, bf16, *, runs: int, war
           for p in ("fp32", "int8", *(("bf16",) if bf16 else ()))}
     ort_int8 = open_exported(folders["onnxruntime"], backend="onnxruntime", precision="int8", threads=threads)[0]
     ort_fp32 = open_exported(folders["onnxruntime"], backend="onnxruntime", threads=threads)[0]
-    peer_ov = _peer_runner(OpenVinoDetector(path=peer_path, threads=threads))
+    peer_ov = peer_runner(OpenVinoDetector(path=peer_path, threads=threads))
     # OpenVINO picks bf16 by itself where the CPU has it: what a user who sets no hint gets
-    peer_ov_default = _peer_runner(OpenVinoDetector(path=peer_path, threads=threads, bf16=bf16))
-    peer_ort = _peer_runner(OnnxRuntimeDetector(path=peer_path, threads=threads))
+    peer_ov_default = peer_runner(OpenVinoDetector(path=peer_path, threads=threads, bf16=bf16))
+    peer_ort = peer_runner(OnnxRuntimeDetector(path=peer_path, threads=threads))
 
     def under(dtype):
         def run(call):
