@@ -212,7 +212,7 @@ def policy_markdown() -> str:
     lines = ["| option | what it does | torch (eager) | onnxruntime, openvino (the graph) |",
              "| --- | --- | --- | --- |"]
     for row in POLICY:
-        what = row.what + (f" (with `{row.requires}`)" if row.requires else "")
+        what = row.what.replace("|", "\\|") + (f" (with `{row.requires}`)" if row.requires else "")
         lines.append(f"| `{row.key}` | {what} | {row.torch} | {row.graph} |")
     return "\n".join(lines)
 
