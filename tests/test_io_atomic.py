@@ -14,13 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 # where a rename by hand stays, and why
 BY_HAND = {
     "detres/io/atomic.py": "the writer itself",
-    "detres/config.py": "the lowest layer, below io: save_config cannot import detres.io (left to the lead)",
+    "detres/config.py": "the lowest layer, below io: save_config cannot import detres.io",
     "detres/analysis/html_page.py": "replaces a whole report folder, not a file",
     "detres/data/demo_data.py": "renames a whole generated data set into place",
     "detres/engine/run_dir.py": "sweeps up the temporary files that a killed writer left",
-    "detres/deploy/export.py": "the inference core's files, rewritten by the lead",
-    "detres/deploy/quantize.py": "the inference core's files, rewritten by the lead",
-    "detres/deploy/artifact.py": "the inference core's files, rewritten by the lead",
+    "detres/deploy/export.py": "the ONNX exporter writes the model file itself: it is renamed into place after",
+    "detres/deploy/quantize.py": "OpenVINO and ONNX Runtime write the int8 files themselves: renamed into place after",
     "datasets/make_large_shapes.py": "a standalone data script that imports nothing from detres",
 }
 
