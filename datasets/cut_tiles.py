@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -22,6 +21,7 @@ import cv2
 from detres.data.coco import read_coco
 from detres.data.crops import crop_boxes
 from detres.data.image_io import read_image_rgb
+from detres.io.atomic import write_atomic
 from detres.modeling.tiling import tile_grid
 
 
@@ -55,9 +55,7 @@ def main() -> None:
                              "category_id": class_map.dataset_ids[label - 1], "area": w * h, "iscrowd": int(crowd)})
     coco = {"images": images, "annotations": anns,
             "categories": [{"id": i, "name": n} for i, n in zip(class_map.dataset_ids, class_map.names)]}
-    tmp = args.out / ".annotations.json.tmp"
-    tmp.write_text(json.dumps(coco))
-    os.replace(tmp, args.out / "annotations.json")
+    write_atomic(args.out / "annotations.json", json.dumps(coco))
     print(f"{len(images)} tiles of {args.size} px with {len(anns)} boxes from {len(records)} images in {args.out}")
 
 
