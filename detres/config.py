@@ -371,6 +371,17 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
 
 
+def flatten_dict(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"deploy": {"precision": "fp32"}} -> {"deploy.precision": "fp32"}: dotted keys, as overrides write them."""
+    out: dict[str, Any] = {}
+    for key, item in tree.items():
+        if isinstance(item, dict):
+            out.update(flatten_dict(item, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = item
+    return out
+
+
 # Keys that older detres versions wrote into checkpoints and that no longer exist (they had no effect).
 RETIRED_KEYS = ("model.rpn.loss_weight",)
 # Keys that older detres versions wrote (into checkpoints and config files) under another name: old dotted key ->

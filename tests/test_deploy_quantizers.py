@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from deploy_helpers import tiny_training_overrides
 
 from detres.config import load_config
 from detres.data.detection import build_detection_dataset
@@ -32,15 +33,7 @@ def trained(tmp_path_factory):
     """(checkpoint, config overrides): a width-8 detector trained 500 iterations on 8 shapes images."""
     root = tmp_path_factory.mktemp("quant")
     data = make_shapes.generate(root / "shapes", seed=2, num_train=CALIB, num_val=1, min_size=64, max_size=96)
-    ann, images = f"{data}/coco/annotations/instances_train.json", f"{data}/coco/train"
-    overrides = [f"data.train.ann_file={ann}", f"data.train.image_dir={images}", f"data.test.ann_file={ann}",
-                 f"data.test.image_dir={images}", f"output.dir={root}/run", "output.tensorboard=false",
-                 "data.num_workers=0", "model.backbone.width=8", "data.input.train_scales=[96]",
-                 "data.input.test_scale=96", "data.input.max_size=160", "model.rpn.anchor_sizes=[16,32,64]",
-                 "model.rpn.post_nms_topk_train=64", "model.rpn.pre_nms_topk_test=200",
-                 "model.rpn.post_nms_topk_test=32", "model.roi_head.batch_size_per_image=16", "solver.ims_per_batch=2",
-                 "solver.warmup_iters=10", "solver.max_iter=500", "solver.steps=[400]", "solver.base_lr=0.02",
-                 "test.eval_metrics=[coco]", "output.checkpoint_period=100000", "output.log_period=100"]
+    overrides = tiny_training_overrides(data, root / "run", 500)
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
     train_detector(cfg)
     return root / "run" / "model_final.pth", cfg

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from deploy_helpers import tiny_training_overrides
 
 from detres.config import load_config
 from detres.deploy.option_policy import BAKED, REFUSED, option
@@ -52,16 +53,7 @@ def trained(tmp_path_factory):
     """(checkpoint, export folder with the default options): the tiny model, tested on its training images."""
     root = tmp_path_factory.mktemp("matrix")
     data = make_shapes.generate(root / "shapes", seed=1, num_train=12, num_val=2, min_size=64, max_size=96)
-    ann, images = f"{data}/coco/annotations/instances_train.json", f"{data}/coco/train"
-    overrides = [f"data.train.ann_file={ann}", f"data.train.image_dir={images}", f"data.test.ann_file={ann}",
-                 f"data.test.image_dir={images}", f"output.dir={root}/run", "output.tensorboard=false",
-                 "data.num_workers=0", "model.backbone.width=8", "data.input.train_scales=[96]",
-                 "data.input.test_scale=96", "data.input.max_size=160", "model.rpn.anchor_sizes=[16,32,64]",
-                 "model.rpn.post_nms_topk_train=64", "model.rpn.pre_nms_topk_test=200",
-                 "model.rpn.post_nms_topk_test=32", "model.roi_head.batch_size_per_image=16", "solver.ims_per_batch=2",
-                 "solver.warmup_iters=10", f"solver.max_iter={TRAIN_ITERS}", "solver.steps=[400]",
-                 "solver.base_lr=0.02", "test.eval_metrics=[coco]", "output.checkpoint_period=100000",
-                 "output.log_period=100"]
+    overrides = tiny_training_overrides(data, root / "run", TRAIN_ITERS)
     train_detector(load_config(REPO / "configs" / "demo.yaml", overrides))
     ckpt = root / "run" / "model_final.pth"
     folder = root / "export"

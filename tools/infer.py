@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from detres.cli import add_overrides, add_progress, run_main, tool_parser
-from detres.cli.ckpt_config import CFG_HELP
+from detres.cli.ckpt_config import add_model_source
 from detres.distributed import cleanup, init_distributed, resolve_device
 from detres.engine.detection_export import export_detections
 from detres.engine.folder_inference import infer_folder
@@ -27,14 +27,7 @@ log = logging.getLogger("detres.infer")
 
 def main() -> int:
     parser = tool_parser(__doc__)
-    parser.add_argument("--cfg", default=None, metavar="YAML",
-                        help=CFG_HELP + "; with --model, the config stored in the export folder")
-    parser.add_argument("--ckpt", default="", metavar="PTH",
-                        help="trained detection checkpoint, e.g. runs/demo/model_final.pth "
-                             "(default: none, give --model)")
-    parser.add_argument("--model", default=None, metavar="DIR",
-                        help="a tools/export.py folder, run with test.backend=onnxruntime|openvino, e.g. "
-                             "runs/demo_export (default: none, use --ckpt)")
+    add_model_source(parser)
     parser.add_argument("--input", required=True, type=Path, metavar="DIR",
                         help="folder of images, searched recursively (jpg, png, bmp, webp, tif), e.g. photos/")
     parser.add_argument("--output", required=True, type=Path, metavar="DIR",

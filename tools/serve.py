@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from detres.cli import add_overrides, run_main, tool_parser
-from detres.cli.ckpt_config import CFG_HELP
+from detres.cli.ckpt_config import add_model_source
 from detres.distributed import resolve_device
 from detres.engine.predictor import build_predictor, config_for_predictor
 from detres.serve.app import build_app
@@ -48,14 +48,7 @@ SERVE_OPTIONS = {
 
 def main() -> int:
     parser = tool_parser(__doc__)
-    parser.add_argument("--cfg", default=None, metavar="YAML",
-                        help=CFG_HELP + "; with --model, the config stored in the export folder")
-    parser.add_argument("--ckpt", default="", metavar="PTH",
-                        help="trained detection checkpoint, e.g. runs/demo/model_final.pth (default: none, give "
-                             "--model)")
-    parser.add_argument("--model", default=None, metavar="DIR",
-                        help="a tools/export.py folder, run with test.backend=onnxruntime|openvino, e.g. "
-                             "runs/demo_export (default: none, use --ckpt)")
+    add_model_source(parser)
     for flag, (key, kind, metavar, text) in SERVE_OPTIONS.items():
         parser.add_argument(flag, dest=f"serve_{key}", type=kind, default=None, metavar=metavar, help=text)
     parser.add_argument("--pad-batch", dest="serve_pad_batch", action="store_true", default=None,

@@ -25,6 +25,18 @@ def add_cfg_from_ckpt(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", default=None, metavar="YAML", help=CFG_HELP)
 
 
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """--cfg, --ckpt and --model of a tool that runs one detector (infer, serve): a checkpoint or an export folder."""
+    parser.add_argument("--cfg", default=None, metavar="YAML",
+                        help=CFG_HELP + "; with --model, the config stored in the export folder")
+    parser.add_argument("--ckpt", default="", metavar="PTH",
+                        help="trained detection checkpoint, e.g. runs/demo/model_final.pth (default: none, give "
+                             "--model)")
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="a tools/export.py folder, run with test.backend=onnxruntime|openvino, e.g. "
+                             "runs/demo_export (default: none, use --ckpt)")
+
+
 def config_for_checkpoint(cfg_path: str | os.PathLike | None, ckpt: str | os.PathLike | None,
                           overrides: list[str] | None = None) -> Config:
     """--cfg when given (logged as the winner), else the config stored in `ckpt`; KEY=VALUE overrides on top.

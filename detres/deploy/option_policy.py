@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from detres.config import Config, config_to_dict, default_config
+from detres.config import Config, config_to_dict, default_config, flatten_dict
 from detres.errors import ConfigError
 
 log = logging.getLogger("detres.options")
@@ -173,16 +173,6 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, item in tree.items():
-        if isinstance(item, dict):
-            out.update(_flat(item, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = item
-    return out
-
-
 def merge_model_keys(user: Config, stored: Config, *, where: str) -> None:
     """Bring the user's test-time model.* keys into the checkpoint's config `stored` (in place).
 
@@ -190,7 +180,8 @@ def merge_model_keys(user: Config, stored: Config, *, where: str) -> None:
     are logged when they differ. `model.num_classes: 0` (take it from the data) matches any checkpoint.
     """
     test_time = {row.key for row in POLICY if row.key.startswith("model.") and row.torch == COMPUTED}
-    ours, theirs = _flat(config_to_dict(user)["model"], "model."), _flat(config_to_dict(stored)["model"], "model.")
+    ours = flatten_dict(config_to_dict(user)["model"], "model.")
+    theirs = flatten_dict(config_to_dict(stored)["model"], "model.")
     ignored = []
     for key, mine in ours.items():
         if key in test_time:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from detres.config import flatten_dict
 from detres.errors import UserError
 
 JOURNAL_VERSION = 2  # 2: the header holds the run's config itself, so a refusal names the keys that changed
@@ -57,18 +58,7 @@ def make_header(*, input_dir: Path, relatives: list[Path], config: dict, model_s
     return {"detres_infer_journal": JOURNAL_VERSION, "input": str(input_dir.resolve()), "images": len(relatives),
             "images_sha256": hashlib.sha256(files).hexdigest(),
             "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-            "config": _flat(config), "model_sha256": model_sha256, "score_thr": score_thr, "draw": draw}
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """{"deploy.precision": "fp32", ...}: the run config as dotted keys, as the user writes them in overrides."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+            "config": flatten_dict(config), "model_sha256": model_sha256, "score_thr": score_thr, "draw": draw}
 
 
 def _config_changes(found: dict, expected: dict, limit: int = 4) -> str:

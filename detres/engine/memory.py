@@ -18,31 +18,28 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size in MiB since start or the last `reset_peak_rss`."""
+def _status_mib(field: str) -> float:
+    """A memory line of /proc/self/status (VmHWM: peak, VmRSS: current) in MiB; the peak from getrusage where /proc
+    is missing (ru_maxrss is kB on Linux and bytes on macOS)."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024.0  # kB
     except OSError:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # ru_maxrss is kB on Linux and bytes on macOS.
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size in MiB since start or the last `reset_peak_rss`."""
+    return _status_mib("VmHWM")
 
 
 def rss_mib() -> float:
     """Current resident set size of this process in MiB (VmRSS); the peak so far where /proc is missing."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+    return _status_mib("VmRSS")
 
 
 @dataclass
