@@ -67,13 +67,16 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return image
 
 
-def place_objects(rng: np.random.Generator, image: np.ndarray) -> list[tuple[int, list[int]]]:
-    """Draw 0-6 shapes into the image (later ones may occlude earlier ones); return (class index, XYXY box)."""
+def place_objects(rng: np.random.Generator, image: np.ndarray, min_object: int = 12) -> list[tuple[int, list[int]]]:
+    """Draw 0-6 shapes into the image (later ones may occlude earlier ones); return (class index, XYXY box).
+
+    Object sides are log-uniform from `min_object` px to 0.7 of the image's shorter side.
+    """
     height, width = image.shape[:2]
     count = 0 if rng.random() < 0.08 else int(rng.integers(1, 7))
     objects: list[tuple[int, list[int]]] = []
     for _ in range(count):
-        side = float(np.exp(rng.uniform(np.log(12), np.log(0.7 * min(height, width)))))
+        side = float(np.exp(rng.uniform(np.log(min_object), np.log(0.7 * min(height, width)))))
         aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
         w = max(8, min(width - 2, round(side * np.sqrt(aspect))))
         h = max(8, min(height - 2, round(side / np.sqrt(aspect))))
@@ -109,8 +112,12 @@ def voc_xml(name: str, width: int, height: int, objects: list[tuple[int, list[in
 
 
 def generate(out: str | os.PathLike, seed: int = 0, num_train: int = 500, num_val: int = 100,
-             min_size: int = 128, max_size: int = 192) -> Path:
-    """Write the set under `out`; the same arguments write the same bytes."""
+             min_size: int = 128, max_size: int = 192, min_object: int = 12) -> Path:
+    """Write the set under `out`; the same arguments write the same bytes.
+
+    min_size/max_size bound each image side; min_object is the smallest object side (a larger one keeps the
+    objects of a set of larger images visible at stride 16, e.g. 400-480 px images with objects from 32 px).
+    """
     out = Path(out)
     voc = out / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
@@ -128,7 +135,7 @@ def generate(out: str | os.PathLike, seed: int = 0, num_train: int = 500, num_va
             name = f"{split}_{index:06d}"
             height, width = (int(v) for v in rng.integers(min_size, max_size + 1, 2))
             image = background(rng, height, width)
-            objects = place_objects(rng, image)
+            objects = place_objects(rng, image, min_object)
             jpg = voc / "JPEGImages" / f"{name}.jpg"
             cv2.imwrite(str(jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
             link = out / "coco" / split / jpg.name
@@ -156,8 +163,9 @@ def main() -> None:
     parser.add_argument("--num-val", type=int, default=100)
     parser.add_argument("--min-size", type=int, default=128)
     parser.add_argument("--max-size", type=int, default=192)
+    parser.add_argument("--min-object", type=int, default=12, help="smallest object side in px (default 12)")
     args = parser.parse_args()
-    out = generate(args.out, args.seed, args.num_train, args.num_val, args.min_size, args.max_size)
+    out = generate(args.out, args.seed, args.num_train, args.num_val, args.min_size, args.max_size, args.min_object)
     print(f"wrote {out} ({args.num_train} train / {args.num_val} val images)")
 
 

@@ -259,7 +259,9 @@ class DeployConfig:
     """Exported detectors (docs/deploy.md): how tools/export.py writes them and which one the runtimes load."""
 
     opset: int = 18  # ONNX opset; >= 16 keeps RoIAlign's half-pixel alignment (aligned=True)
-    precision: str = "fp32"  # fp32 | int8 | bf16: what a runtime runs (int8: the folder's int8 model; bf16: OpenVINO)
+    # auto | fp32 | int8 | bf16: what a runtime runs. auto: the folder's int8 model when it has one that the runtime
+    # reads and whose recorded accuracy kept the bound, else fp32 (docs/deploy.md); bf16: OpenVINO only
+    precision: str = "auto"
     calib_images: int = 64  # training images that calibrate the int8 quantization (tools/export.py --calib)
     int8_quantizer: str = "auto"  # auto | nncf | onnxruntime: the tool that writes the int8 model (docs/deploy.md)
     threads: int = 0  # runtime intra-op threads; 0 = the runtime's default (all cores)

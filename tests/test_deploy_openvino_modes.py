@@ -48,8 +48,11 @@ def test_the_cache_keeps_the_last_sizes(export):
 def test_throughput_hint_runs_a_list_at_once_with_the_same_detections(export):
     out, (big, small) = export
     folder = [big, small, big, small]
-    reference = _open(out, static_shapes=0)(folder)
-    assert_same(_open(out, ov_hint="throughput", ov_streams=2)(folder), reference, min_detections=4)
+    latency = _open(out, static_shapes=0)
+    reference = latency(folder)
+    streams = _open(out, ov_hint="throughput", ov_streams=2)
+    assert (latency.images_per_call, streams.images_per_call) == (1, 2)  # what detres infer hands over per call
+    assert_same(streams(folder), reference, min_detections=4)
     assert_same(_open(out, ov_hint="throughput", static_shapes=0)(folder), reference, min_detections=4)
 
 

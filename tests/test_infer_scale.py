@@ -224,9 +224,9 @@ def test_resume_refuses_a_run_whose_deploy_or_backend_changed_and_names_the_key(
         infer_folder(_never, class_map, load_config(REPO / "configs" / "demo.yaml", [*TINY, *overrides]),
                      torch.device("cpu"), photos, tmp_path, 0.5, resume=True, model_sha256="m")
 
-    with pytest.raises(AssertionError, match="must not run"):  # writes the journal of the fp32, torch run
+    with pytest.raises(AssertionError, match="must not run"):  # writes the journal of the default (auto), torch run
         resume()
-    with pytest.raises(UserError, match=r"config .*differs \(deploy.precision: 'fp32' then, 'int8' now\)"):
+    with pytest.raises(UserError, match=r"config .*differs \(deploy.precision: 'auto' then, 'int8' now\)"):
         resume("deploy.precision=int8")
     with pytest.raises(UserError, match=r"deploy.calib_images: 64 then, 8 now"):
         resume("deploy.calib_images=8")

@@ -16,6 +16,16 @@ from detres.evaluation.evaluate import evaluate_records
 
 Detector = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 KEYS = {"coco/AP50": "map50", "coco/AP": "map"}  # mAP@.5 and mAP@[.5,.95], in percent
+# the accuracy an int8 model may lose against fp32 and still be the default (issue 25's bound), in mAP points
+BOUND = {"map50": 0.5, "map": 1.0}
+
+
+def kept_bound(accuracy: dict | None) -> bool | None:
+    """Whether a recorded int8 accuracy ({"fp32": {...}, "int8": {...}}) lost no more than BOUND against fp32;
+    None when nothing was measured (a calibration set without ground truth)."""
+    if not accuracy:
+        return None
+    return all(accuracy["fp32"][key] - accuracy["int8"][key] <= bound for key, bound in BOUND.items())
 
 
 def measure_map(detector: Detector, images: Sequence[Tensor], truth: CalibrationTruth) -> dict[str, float]:

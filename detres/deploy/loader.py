@@ -6,6 +6,7 @@ detector class and one line here; test.backend, tools/bench.py and tools/time_ex
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -13,9 +14,11 @@ from pathlib import Path
 
 from detres.config import DeployConfig
 from detres.deploy.artifact import ExportInfo, read_export_info
+from detres.deploy.int8_accuracy import BOUND, kept_bound
 from detres.errors import ConfigError, UserError
 
-PRECISIONS = ("fp32", "int8", "bf16")
+log = logging.getLogger("detres.deploy")
+PRECISIONS = ("auto", "fp32", "int8", "bf16")
 OV_HINTS = ("latency", "throughput")
 
 
@@ -72,7 +75,7 @@ def check_runtime(backend: str, precision: str, deploy: DeployConfig | None = No
         raise ConfigError("test.backend=torch runs checkpoints (--ckpt), not an export folder; set "
                           f"test.backend to one of {', '.join(RUNTIMES)} for --model")
     runtime = RUNTIMES[backend]
-    if precision not in runtime.precisions:
+    if precision != "auto" and precision not in runtime.precisions:  # auto: one of them (auto_precision)
         able = [name for name, r in RUNTIMES.items() if precision in r.precisions]
         raise ConfigError(f"deploy.precision={precision} is not run by test.backend={backend} (it runs "
                           f"{', '.join(runtime.precisions)}); set test.backend={able[0]}")
@@ -100,4 +103,27 @@ def open_exported(folder: str | os.PathLike, *, backend: str, precision: str | N
     deploy = replace(deploy, **changes)
     runtime = check_runtime(backend, deploy.precision, deploy)
     info = read_export_info(folder)
+    if deploy.precision == "auto":
+        deploy = replace(deploy, precision=auto_precision(info, backend))
     return runtime.open(info, deploy), info
+
+
+def auto_precision(info: ExportInfo, backend: str) -> str:
+    """What deploy.precision=auto runs from an export folder: its int8 model when the runtime reads it and its
+    recorded accuracy lost no more than the bound against fp32 (or was not measured: the folder's maker asked for
+    int8 without ground truth), else fp32. The choice is logged with its reason."""
+    if info.int8_artifact is None or not info.int8_artifact.is_file():
+        return "fp32"
+    if backend == "onnxruntime" and info.int8_artifact.suffix != ".onnx":
+        log.info("deploy.precision=auto: fp32, since %s's int8 model (%s) is OpenVINO IR, which ONNX Runtime cannot "
+                 "read", info.folder, info.int8["quantizer"])
+        return "fp32"
+    kept = kept_bound(info.int8.get("accuracy"))
+    if kept is False:
+        log.warning("deploy.precision=auto: fp32, since %s's int8 model lost more than %s against fp32 (%s); set "
+                    "deploy.precision=int8 to run it anyway", info.folder,
+                    ", ".join(f"{k} {v}" for k, v in BOUND.items()), info.int8["accuracy"])
+        return "fp32"
+    log.info("deploy.precision=auto: int8 (%s's %s model%s)", info.folder, info.int8["quantizer"],
+             "" if kept is None else ", whose recorded accuracy kept the bound")
+    return "int8"

@@ -38,6 +38,7 @@ class TestOption:
     torch: str
     graph: str
     requires: str = ""  # a boolean option without which this one acts nowhere (then a non-default value is refused)
+    same_as_default: tuple = ()  # values that act as the default does (deploy.precision=fp32 on the eager model)
 
 
 POLICY: tuple[TestOption, ...] = (
@@ -67,8 +68,9 @@ POLICY: tuple[TestOption, ...] = (
                "near the padding; a runtime runs one image at a time)", COMPUTED, REFUSED),
     TestOption("data.input.test_scale", "shorter side at test (resize outside the model)", COMPUTED, COMPUTED),
     TestOption("data.input.max_size", "longer side cap at test", COMPUTED, COMPUTED),
-    TestOption("deploy.precision", "fp32 | int8 | bf16: what a runtime runs (int8: the folder's int8 model; bf16: "
-               "OpenVINO only)", REFUSED, COMPUTED),
+    TestOption("deploy.precision", "auto | fp32 | int8 | bf16: what a runtime runs (auto: the folder's int8 model "
+               "when it kept the accuracy bound, else fp32; bf16: OpenVINO only)", REFUSED, COMPUTED,
+               same_as_default=("fp32",)),
     TestOption("deploy.threads", "intra-op threads", COMPUTED, COMPUTED),
     TestOption("deploy.opset", "ONNX opset of the export", NO_EFFECT, BAKED),
     TestOption("deploy.calib_images", "training images that calibrate an int8 export", NO_EFFECT, COMPUTED),
@@ -114,8 +116,11 @@ def set_value(cfg: Config, key: str, new: Any) -> None:
 
 
 def _active(cfg: Config, key: str) -> bool:
-    """An option is active when it differs from its default (`requires` parents: when they are on)."""
-    return value(cfg, key) != value(_DEFAULTS, key)
+    """An option is active when it differs from its default and its row's `same_as_default` values (`requires`
+    parents: when they are on)."""
+    current = value(cfg, key)
+    row = next((row for row in POLICY if row.key == key), None)
+    return current != value(_DEFAULTS, key) and current not in (row.same_as_default if row else ())
 
 
 def column(backend: str) -> str:

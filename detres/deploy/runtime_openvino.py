@@ -59,6 +59,14 @@ class OpenVinoDetector:
         self._static: OrderedDict[tuple[int, ...], tuple] = OrderedDict()  # shape -> (compiled, request)
         self._seen: Counter[tuple[int, ...]] = Counter()
 
+    @property
+    def images_per_call(self) -> int:
+        """Images worth handing over in one call: OpenVINO's optimal number of parallel infer requests under the
+        throughput hint, 1 under the latency hint (the images would run one after the other anyway)."""
+        if not self.throughput:
+            return 1
+        return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+
     def _for_shape(self, shape: tuple[int, ...]):
         """(compiled model, infer request) for an input of this shape: the dynamic one, or its static copy."""
         if not self.static_shapes or not self.model.is_dynamic():

@@ -235,30 +235,30 @@ def infer_folder(predictor: Predictor, class_map: ClassMap, cfg: Config, device:
         log.info("resuming: %d of %d images already done", len(done), len(keys))
     tic = time.perf_counter()
     trace = MemoryTrace(baseline_step=max(1, len(todo) // 10))
-    tiled = cfg.test.tile_size > 0  # large images: the model runs on tiles of the original (detect_image)
-    dataset = FolderImages([images[i] for i in todo], cfg=cfg, keep_rgb=draw or tiled)
+    dataset = FolderImages([images[i] for i in todo], cfg=cfg, keep_rgb=draw or cfg.test.tile_size > 0)
     loader = build_folder_loader(dataset, workers=workers, timeout=cfg.data.loader_timeout)
-    detected = 0
+    detected, count = 0, 0
+    per_call = images_per_call(predictor)
     with JournalWriter(journal_path(output_dir, rank), header) as journal:
         bar = progress(loader, total=len(todo), desc="infer", enabled=dist.is_main_process())
-        for count, item in enumerate(bar, start=1):
-            key = keys[todo[item["index"]]]
-            if "error" in item:
-                log.warning("skipped: %s", item["error"])
-                journal.append({"image": key, "failed": item["error"]})
-            else:
-                if tiled:
-                    boxes, scores, labels = detect_tiled(predictor, item["rgb"].numpy(), cfg, device=device,
-                                                         score_thr=score_thr)
+        for group in _groups(bar, per_call):
+            found = _detect_group([item for item in group if "error" not in item], predictor, cfg, device,
+                                  score_thr)
+            for item in group:
+                key = keys[todo[item["index"]]]
+                if "error" in item:
+                    log.warning("skipped: %s", item["error"])
+                    journal.append({"image": key, "failed": item["error"]})
                 else:
-                    boxes, scores, labels = detect(predictor, item["tensor"], tuple(item["orig_size"]),
-                                                   device=device, precision=cfg.test.precision, score_thr=score_thr)
-                if draw:
-                    _write_drawing(output_dir / names[key], item["rgb"].numpy(), boxes, scores, labels, class_map,
-                                   images[todo[item["index"]]])
-                journal.append({"image": key, "detections": detections_as_json(boxes, scores, labels, class_map)})
-                detected += 1
-            trace.record(count)
+                    boxes, scores, labels = found[item["index"]]
+                    if draw:
+                        _write_drawing(output_dir / names[key], item["rgb"].numpy(), boxes, scores, labels,
+                                       class_map, images[todo[item["index"]]])
+                    journal.append({"image": key,
+                                    "detections": detections_as_json(boxes, scores, labels, class_map)})
+                    detected += 1
+                count += 1
+                trace.record(count)
     stats = _gather({"detected": detected, "memory": trace.report()})
     if not dist.is_main_process():
         dist.barrier()  # rank 0 merges
@@ -278,6 +278,40 @@ def infer_folder(predictor: Predictor, class_map: ClassMap, cfg: Config, device:
         path.unlink(missing_ok=True)
     dist.barrier()
     return report
+
+
+def images_per_call(predictor: Predictor) -> int:
+    """How many images the folder loop hands the predictor in one call: what the predictor asks for
+    (`.images_per_call`: OpenVINO's parallel infer requests under deploy.ov_hint=throughput), else 1. More than one
+    never changes a detection: a runtime runs each image at its own size, and the eager model is asked for one."""
+    return max(1, int(getattr(predictor, "images_per_call", 1)))
+
+
+def _groups(items, size: int) -> Iterator[list[dict]]:
+    """Consecutive items in lists of `size` (the last may be shorter)."""
+    group: list[dict] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _detect_group(items: list[dict], predictor: Predictor, cfg: Config, device: torch.device,
+                  score_thr: float) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Detections of readable images, by their loader index: whole images in one predictor call, or, with tiles
+    (test.tile_size > 0), each image through detect_tiled."""
+    if cfg.test.tile_size > 0:  # large images: the model runs on tiles of the original (detect_image)
+        return {item["index"]: detect_tiled(predictor, item["rgb"].numpy(), cfg, device=device, score_thr=score_thr)
+                for item in items}
+    if not items:
+        return {}
+    found = detect_batch(predictor, [item["tensor"] for item in items],
+                         [tuple(item["orig_size"]) for item in items], device=device,
+                         precision=cfg.test.precision, score_thrs=[score_thr] * len(items))
+    return {item["index"]: result for item, result in zip(items, found)}
 
 
 def _write_drawing(path: Path, rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,

@@ -38,6 +38,12 @@ class Predictor:
     def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return self._run(images)
 
+    @property
+    def images_per_call(self) -> int:
+        """How many images a caller with many should hand over at once: the runtime's own number (OpenVINO's
+        parallel requests under the throughput hint), 1 for the eager model (a padded batch changes detections)."""
+        return 1 if isinstance(self._run, torch.nn.Module) else int(getattr(self._run, "images_per_call", 1))
+
     def to(self, device) -> Predictor:
         if isinstance(self._run, torch.nn.Module):
             self._run.to(device)
@@ -86,7 +92,8 @@ _EXPORTS: dict[tuple, tempfile.TemporaryDirectory] = {}
 
 
 def _export_on_the_fly(ckpt: str, cfg: Config, backend: str) -> tempfile.TemporaryDirectory:
-    """A temporary export folder of `ckpt` with `cfg`'s baked options (and int8 model when deploy.precision asks)."""
+    """A temporary export folder of `ckpt` with `cfg`'s baked options (and an int8 model when deploy.precision is
+    int8; with auto there is none, so it runs fp32: calibrating costs minutes and its accuracy would be unmeasured)."""
     stat = os.stat(ckpt)
     int8 = cfg.deploy.precision == "int8"
     key = (os.path.realpath(ckpt), stat.st_mtime_ns, stat.st_size, repr(sorted(baked_values(cfg).items())), int8,
