@@ -1,6 +1,7 @@
 """Issue 25's precision table for a trained checkpoint: mAP@.5 and mAP@[.5,.95] on its val split of eager fp32,
 eager bf16, OpenVINO fp32 / int8 (NNCF) / bf16 and ONNX Runtime int8 (quantize_static), then batch-1 and folder
-img/s of each against the peer (torchvision's FasterRCNN with the same weights) in the same run.
+img/s of each against the peer (torchvision's FasterRCNN with the same weights) in the same run, and where the
+time goes in OpenVINO (its per-layer counters) for detres int8, detres fp32 and the peer.
 
     python tools/bench_precision.py --ckpt runs/demo/model_final.pth --out runs/demo/precision.json
     python tools/bench_precision.py --cfg configs/coco_r50.yaml --ckpt R50.pth --size 600x800 --calib 64 \\

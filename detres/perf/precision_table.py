@@ -6,7 +6,8 @@ model's val split, and its speed against the peer (torchvision's FasterRCNN with
 - batch 1: img/s of each path and of the peer (eager, ONNX Runtime, OpenVINO f32, OpenVINO at its default
   precision) on one synthetic image of the benchmark size, timed alternately (detres.perf.measure);
 - folder: img/s over a list of same-size images in one call, OpenVINO with the latency hint and the dynamic model,
-  with the static-shape cache, and with the throughput hint (all requests at once).
+  with the static-shape cache, and with the throughput hint (all requests at once);
+- profile: where the time goes in OpenVINO (its layer counters by layer type) for detres int8 and fp32 and the peer.
 Ratios are against the peer's fastest fp32 path and against the peer in OpenVINO at its default precision.
 """
 
@@ -21,7 +22,9 @@ import torch
 
 from detres.config import Config
 from detres.data.detection import build_split
+from detres.deploy.artifact import read_export_info
 from detres.deploy.export import export_detector
+from detres.deploy.inputs import as_graph_input
 from detres.deploy.loader import open_exported
 from detres.deploy.quantize import QUANTIZERS, calibration_set
 from detres.deploy.runtime_onnx import OnnxRuntimeDetector
@@ -34,6 +37,7 @@ from detres.evaluation.evaluate import evaluate_detections
 from detres.modeling.fast_inference import autocast_dtype
 from detres.perf.backends import export_peer, peer_runner
 from detres.perf.measure import alternating_medians
+from detres.perf.openvino_profile import format_profile, openvino_profile
 from detres.perf.peer import build_peer
 from detres.perf.synthetic import synthetic_batch
 
@@ -74,7 +78,9 @@ def precision_table(ckpt: str, cfg: Config, *, calib: int, height: int, width: i
         export_peer(peer, images[0], peer_path)
         batch1 = _batch1(ckpt, cfg, folders, peer, peer_path, images[:1], bf16, runs=runs, warmup=warmup)
         folder = _folder(folders["nncf"], images[:folder_images], bf16, cfg.deploy.threads, runs=runs, warmup=warmup)
+        profile = _profiles(folders["nncf"], peer_path, images[0], cfg.deploy.threads)
     return {"accuracy": accuracy, "batch1": batch1, "folder": folder, "ratios": _ratios(batch1, folder),
+            "profile": profile,
             "settings": {"checkpoint": ckpt, "val": stored.data.test.ann_file or stored.data.test.root,
                          "calibration_images": len(calibration), "size": [height, width],
                          "folder_images": folder_images, "runs": runs, "warmup": warmup, "bf16_cpu": bf16,
@@ -153,6 +159,17 @@ def _folder(folder: Path, images, bf16: bool, threads: int, *, runs: int, warmup
     return {name: round(len(images) / seconds, 3) for name, seconds in medians.items()}
 
 
+def _profiles(folder: Path, peer_path: Path, image, threads: int) -> dict[str, dict]:
+    """Where the time goes (OpenVINO's layer counters, at the benchmark size, static shape): detres int8 (NNCF) and
+    fp32, and the peer in f32, each compiled as the speed rows run them."""
+    settings = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads > 0 else {})}
+    feed = as_graph_input(image)
+    info = read_export_info(folder)
+    paths = {"detres openvino int8": info.int8_artifact, "detres openvino fp32": info.artifact,
+             "peer openvino fp32": peer_path}
+    return {name: openvino_profile(path, feed, config=settings) for name, path in paths.items()}
+
+
 def _ratios(batch1: dict[str, float], folder: dict[str, float]) -> dict[str, float]:
     fastest = max(v for k, v in batch1.items() if k.startswith("peer") and k.endswith("fp32"))
     default = batch1["peer openvino default"]
@@ -178,4 +195,6 @@ def format_precision_table(result: dict) -> str:
             versus = (f"{ratios[key + ' vs peer fastest fp32']:.2f}x | {ratios[key + ' vs peer openvino default']:.2f}x"
                       if key + " vs peer fastest fp32" in ratios else "- | -")
             lines.append(f"| {key} | {value:.3f} | {versus} |")
+    for name, profile in result.get("profile", {}).items():
+        lines += ["", format_profile(name, profile)]
     return "\n".join(lines)
