@@ -23,9 +23,12 @@ def _tiny_detector(overrides):
     return cfg, model.eval(), images, targets
 
 
-@pytest.mark.parametrize("pooler", ["roi_pool", "roi_align"])
-def test_peer_detections_agree_with_detres(pooler):
-    cfg, model, images, _ = _tiny_detector([f"model.roi_head.pooler={pooler}"])
+GN = ["model.backbone.norm=gn", "model.backbone.weights=", "model.backbone.freeze_at=0"]
+
+
+@pytest.mark.parametrize("overrides", [["model.roi_head.pooler=roi_pool"], ["model.roi_head.pooler=roi_align"], GN])
+def test_peer_detections_agree_with_detres(overrides):
+    cfg, model, images, _ = _tiny_detector(overrides)
     peer = build_peer(model, cfg).eval()
     with torch.inference_mode():
         ours, theirs = model(images), peer(images)

@@ -3,7 +3,8 @@
 The peer must not run detres's code (its blocks fold frozen BN into the convs in training, for one): each stage
 is made of `torchvision.models.resnet.Bottleneck` / `BasicBlock`, shaped like detres's block (widths included, so
 tiny test nets work) and loaded with its state dict (strict: same keys). It trains what detres trains: its norm
-layer is `FrozenBatchNorm2d` where detres's BN is frozen and `nn.BatchNorm2d` where it is trained, and parameters
+layer is `FrozenBatchNorm2d` where detres's BN is frozen, `nn.BatchNorm2d` where it is trained and `nn.GroupNorm`
+where detres's is GroupNorm (model.backbone.norm=gn), and parameters
 that detres freezes (the stem and conv2_x at model.backbone.freeze_at=2) are frozen in the peer too, as
 torchvision's own `trainable_layers` would freeze them.
 """
@@ -11,6 +12,7 @@ torchvision's own `trainable_layers` would freeze them.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -63,9 +65,17 @@ def _torchvision_block(block: nn.Module) -> nn.Module:
     return peer
 
 
-def _norm_layer_like(bn: nn.Module) -> type[nn.Module]:
-    """torchvision's norm layer for a detres BN: frozen stays frozen, trained stays trained."""
+def _norm_layer_like(bn: nn.Module) -> Callable[[int], nn.Module]:
+    """torchvision's norm layer for a detres norm: frozen BN stays frozen, trained BN trained, GroupNorm GroupNorm."""
+    if isinstance(bn, nn.GroupNorm):
+        return _group_norm
     return FrozenBatchNorm2d if isinstance(bn, FrozenBatchNorm2d) else nn.BatchNorm2d
+
+
+def _group_norm(channels: int) -> nn.Module:
+    # torch's own GroupNorm with detres's group count: a GroupNorm state dict holds no group count, so a different
+    # one would load silently and compute another function
+    return nn.GroupNorm(detres_resnet.gn_groups(channels), channels)
 
 
 def _copy_requires_grad(source: nn.Module, target: nn.Module) -> None:

@@ -61,6 +61,7 @@ def precision_table(ckpt: str, cfg: Config, *, calib: int, height: int, width: i
                         train=False, seed=stored.seed)
     calibration, truth = calibration_set(train, calib)
     bf16 = bf16_supported(__import__("openvino").Core())
+    peer = build_peer(model, stored).eval()  # first: a model the peer cannot mirror fails before the long part
     with tempfile.TemporaryDirectory(prefix="detres_precision_") as tmp:
         folders = {}
         for quantizer in QUANTIZERS:
@@ -74,7 +75,6 @@ def precision_table(ckpt: str, cfg: Config, *, calib: int, height: int, width: i
                                     num_classes=stored.model.num_classes, pixel_mean=backbone.pixel_mean,
                                     pixel_std=backbone.pixel_std, seed=0)
         peer_path = Path(tmp) / "peer.onnx"
-        peer = build_peer(model, stored).eval()
         export_peer(peer, images[0], peer_path)
         batch1 = _batch1(ckpt, cfg, folders, peer, peer_path, images[:1], bf16, runs=runs, warmup=warmup)
         folder = _folder(folders["nncf"], images[:folder_images], bf16, cfg.deploy.threads, runs=runs, warmup=warmup)
