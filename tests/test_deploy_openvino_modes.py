@@ -83,3 +83,16 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_refused_elsewhere(export):
     # detections stay (issue 25: 8 of 10 on random R-50 weights); half is a loose floor that catches a wrong graph
     agreement = compare_detections(ours, reference, iou_thresh=0.5)
     assert agreement["num_theirs"] >= 4 and agreement["matched_frac"] >= 0.5, agreement
+
+
+def test_the_predictor_tells_infer_how_many_images_the_runtime_takes_per_call(export):
+    """build_predictor's Predictor passes the runtime's images_per_call through to the folder loop (without it,
+    detres infer would hand OpenVINO one image at a time under the throughput hint)."""
+    from detres.engine.folder_inference import images_per_call
+    from detres.engine.predictor import build_predictor, config_for_predictor
+
+    out, _ = export
+    for hint, expected in (("deploy.ov_hint=latency", 1), ("deploy.ov_hint=throughput", 2)):
+        overrides = ["test.backend=openvino", hint] + (["deploy.ov_streams=2"] if expected == 2 else [])
+        cfg = config_for_predictor(None, model_dir=out, overrides=overrides)
+        assert images_per_call(build_predictor(cfg, model_dir=out)) == expected
