@@ -10,7 +10,9 @@ take this run's values, overrides included, and the folder records them.
         deploy.int8_quantizer=onnxruntime
 
 With --int8 the calibration images are training images; since they have ground truth, the fp32 and int8 mAP@.5
-and mAP@[.5,.95] on them are measured in the quantizer's runtime and recorded in detres_export.json (`int8`).
+and mAP@[.5,.95] on them are measured in the quantizer's runtime, the quantizer's recipes are tried in order (as
+is, output layers float, NNCF's accuracy control) until one keeps the bound, and every attempt is recorded in
+detres_export.json (`int8`): docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def main() -> int:
     parser.add_argument("--int8", action="store_true", help="also write an int8 model by deploy.int8_quantizer: "
                         "auto (NNCF, the one that kept the mAP bound), nncf (OpenVINO IR, OpenVINO runs it) or "
                         "onnxruntime (quantize_static, QDQ ONNX: ONNX Runtime and OpenVINO run it); measures fp32 "
-                        "and int8 mAP on the calibration images into the json; default off")
+                        "and int8 mAP on the calibration images and tries the quantizer's recipes until one loses at "
+                        "most 0.5 mAP@.5 and 1.0 mAP@[.5,.95] (deploy.int8_search=false: only the first); "
+                        "default off")
     parser.add_argument("--calib", type=int, default=None, help="training images that calibrate --int8; default "
                         "deploy.calib_images (64), e.g. --calib 128")
     add_overrides(parser)

@@ -11,21 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from detres.config import Config, DeployConfig
+from detres.config import Config
 from detres.data.records import ClassMap
 from detres.deploy.artifact import FORMATS, INFO_FILE, build_info, write_info
 from detres.deploy.graph import ExportableDetector, exportable_module
 from detres.deploy.inputs import MAX_SIDE, MIN_SIDE
 from detres.deploy.option_policy import check_options
-from detres.deploy.quantize import QUANTIZERS, CalibrationTruth, quantize, resolve_quantizer
+from detres.deploy.quantize import CalibrationTruth, resolve_quantizer
 from detres.errors import ConfigError, UserError
 from detres.modeling.faster_rcnn import FasterRCNN
 
@@ -97,32 +95,10 @@ def export_detector(model: FasterRCNN, cfg: Config, class_map: ClassMap, out_dir
         tmp.unlink(missing_ok=True)
         raise
     if calibration is not None:
-        info["int8"] = _int8(target, calibration, truth, out, quantizer, info, cfg.deploy)
+        from detres.deploy.int8_search import search_int8  # NNCF / ONNX Runtime's quantizer: only when asked
+
+        info["int8"] = search_int8(target, calibration, truth, out, quantizer, info, cfg.deploy)
     write_info(out, info)
     log.info("exported %s to %s", fmt, out)
     return out
 
-
-def _int8(onnx_path: Path, calibration: Sequence[Tensor], truth: CalibrationTruth | None, out: Path, quantizer: str,
-          info: dict, deploy: DeployConfig) -> dict:
-    """Quantize, then (with ground truth) measure fp32 and int8 mAP in the quantizer's runtime: the json's `int8`."""
-    from detres.deploy.artifact import ExportInfo
-    from detres.deploy.int8_accuracy import measure_map
-    from detres.deploy.loader import RUNTIMES
-
-    tool = QUANTIZERS[quantizer]
-    tic = time.perf_counter()
-    artifact = quantize(onnx_path, calibration, out, quantizer)
-    record = {"artifact": artifact.name, "quantizer": quantizer, "settings": tool.settings,
-              "calibration_images": len(calibration), "seconds": round(time.perf_counter() - tic, 1),
-              "accuracy": None}
-    if truth is not None:
-        staged = ExportInfo(folder=out, data={**info, "int8": record})
-        runtime = RUNTIMES[tool.runtime]
-        fp32 = measure_map(runtime.open(staged, replace(deploy, precision="fp32")), calibration, truth)
-        int8 = measure_map(runtime.open(staged, replace(deploy, precision="int8")), calibration, truth)
-        record["accuracy"] = {"runtime": tool.runtime, "images": f"the {len(calibration)} calibration images",
-                              "fp32": fp32, "int8": int8}
-        log.info("int8 (%s) on the calibration images: mAP@.5 %.2f -> %.2f, mAP@[.5,.95] %.2f -> %.2f", quantizer,
-                 fp32["map50"], int8["map50"], fp32["map"], int8["map"])
-    return record

@@ -6,13 +6,14 @@
   MinMax calibration) -> model_int8.onnx, which ONNX Runtime and OpenVINO both run.
 
 In both, only convolutions and matrix products become int8; NMS, TopK and the box arithmetic stay float32.
-`auto` is the tool whose int8 mAP kept the bound where measured (docs/deploy.md): NNCF, unless test.backend is
-onnxruntime, which cannot read NNCF's OpenVINO IR. A new quantizer is one function and one line in QUANTIZERS.
+How each tool is run (which layers stay float, accuracy control) is a recipe (detres.deploy.int8_recipes), passed
+in as `QuantizeOptions`. A new quantizer is one function and one line in QUANTIZERS.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from detres.data.records import ClassMap, DetRecord
-from detres.deploy.inputs import as_graph_input
+from detres.deploy.inputs import as_graph_input, to_detection
 from detres.deploy.telemetry import disable_telemetry
 from detres.errors import ConfigError, UserError
 
@@ -37,17 +38,58 @@ class Quantizer:
     artifact: str
     runtime: str  # the RUNTIMES name that runs (and measures) its model
     settings: dict[str, Any]
-    run: Callable[[Path, Sequence[Tensor], Path], None]  # (onnx_path, calibration images, staged artifact path)
+    run: Callable[[Path, Sequence[Tensor], Path, QuantizeOptions], None]  # (onnx, images, staged artifact, options)
 
 
-def _nncf(onnx_path: Path, calibration: Sequence[Tensor], staged: Path) -> None:
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """How a quantizer runs, beyond its fixed settings (a recipe of detres.deploy.int8_recipes fills it in).
+
+    float_layers: ONNX node names that stay float (NNCF's ignored scope, ONNX Runtime's nodes_to_exclude);
+    metric: with accuracy control (NNCF only), the mAP@.5 in points of a detector on the calibration images of the
+    given indices; max_drop: the mAP@.5 it may lose; max_iterations: layer groups reverted to float at most.
+    """
+
+    float_layers: tuple[str, ...] = ()
+    metric: Callable[[Callable, Sequence[int]], float] | None = None
+    max_drop: float = 0.0
+    max_iterations: int = 0
+    ranking_images: int = 0
+
+
+def _compiled_detector(compiled) -> Callable[[list[Tensor]], list[dict[str, Tensor]]]:
+    """An OpenVINO compiled model (as NNCF's accuracy control hands it over) as a detector(images) callable."""
+    request = compiled.create_infer_request()
+
+    def detect(images: list[Tensor]) -> list[dict[str, Tensor]]:
+        results = [request.infer({0: as_graph_input(image)}) for image in images]
+        return [to_detection(*(result[compiled.output(i)] for i in range(3))) for result in results]
+    return detect
+
+
+def _nncf(onnx_path: Path, calibration: Sequence[Tensor], staged: Path, options: QuantizeOptions) -> None:
     disable_telemetry()
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(onnx_path))
-    dataset = nncf.Dataset([as_graph_input(image) for image in calibration])
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED)
+    dataset = nncf.Dataset(list(range(len(calibration))), lambda index: as_graph_input(calibration[index]))
+    # OpenVINO names a Conv "<onnx name>/WithoutBiases" and its bias "<onnx name>"; validate: each must match
+    ignored = nncf.IgnoredScope(patterns=[f"^{re.escape(name)}(/.*)?$" for name in options.float_layers])
+    common = dict(subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED, ignored_scope=ignored)
+    if options.metric is None:
+        quantized = nncf.quantize(model, dataset, **common)
+    else:
+        metric = options.metric
+
+        def validate(compiled, indices) -> float:  # NNCF also calls it on one image at a time to rank layers
+            return metric(_compiled_detector(compiled), list(indices))
+
+        restorer = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=options.max_iterations,
+                                                           ranking_subset_size=options.ranking_images)
+        quantized = nncf.quantize_with_accuracy_control(
+            model, dataset, dataset, validate, max_drop=options.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=restorer, **common)
     ov.save_model(quantized, str(staged), compress_to_fp16=False)
 
 
@@ -74,7 +116,9 @@ def _stride(count: int) -> int:
     return next(size for size in range(min(ORT_CALIB_CHUNK, count), 0, -1) if count % size == 0)
 
 
-def _onnxruntime(onnx_path: Path, calibration: Sequence[Tensor], staged: Path) -> None:
+def _onnxruntime(onnx_path: Path, calibration: Sequence[Tensor], staged: Path, options: QuantizeOptions) -> None:
+    if options.metric is not None:
+        raise ConfigError("accuracy control is NNCF's (nncf.quantize_with_accuracy_control); ONNX Runtime has none")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # ONNX Runtime keeps every intermediate tensor of every calibration image until it computes the ranges: for a
@@ -84,6 +128,7 @@ def _onnxruntime(onnx_path: Path, calibration: Sequence[Tensor], staged: Path) -
     quantize_static(str(onnx_path), str(staged), _Reader(calibration), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                     op_types_to_quantize=INT8_OPS, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=list(options.float_layers),
                     extra_options={"CalibStridedMinMax": _stride(len(calibration))})
 
 
@@ -109,20 +154,29 @@ def resolve_quantizer(name: str, backend: str = "") -> str:
     return name
 
 
-def quantize(onnx_path: Path, calibration: Sequence[Tensor], out_dir: Path, quantizer: str) -> Path:
+def quantize_into(onnx_path: Path, calibration: Sequence[Tensor], folder: Path, quantizer: str,
+                  options: QuantizeOptions = QuantizeOptions()) -> Path:
     """Calibrate on `calibration` ([3, H, W] normalized images, at least one: export_detector checks) and write the
-    quantizer's int8 model into out_dir (staged in a temporary folder, then renamed: never half-written)."""
+    quantizer's int8 model into `folder` (a staging folder: `install` moves the chosen one into the export)."""
     tool = QUANTIZERS[quantizer]
-    target = out_dir / tool.artifact
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".int8.") as tmp:
-        staged = Path(tmp) / tool.artifact
-        tool.run(onnx_path, calibration, staged)
-        os.chmod(tmp, 0o755)
-        for part in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the file the json names goes last
-            if part.suffix in (".bin", ".onnx", ".xml", ".data"):
-                part.chmod(0o644)
-                os.replace(part, out_dir / part.name)
+    target = folder / tool.artifact
+    tool.run(onnx_path, calibration, target, options)
     return target
+
+
+def install(staged: Path, out_dir: Path) -> Path:
+    """Move a staged int8 model (and the files beside it) into out_dir, the file the json names last."""
+    os.chmod(staged.parent, 0o755)
+    for part in sorted(staged.parent.iterdir(), key=lambda p: p == staged):
+        if part.suffix in (".bin", ".onnx", ".xml", ".data"):
+            part.chmod(0o644)
+            os.replace(part, out_dir / part.name)
+    return out_dir / staged.name
+
+
+def staging_folder(out_dir: Path) -> tempfile.TemporaryDirectory:
+    """A temporary folder inside the export folder for one int8 attempt (removed with whatever was not installed)."""
+    return tempfile.TemporaryDirectory(dir=out_dir, prefix=".int8.")
 
 
 @dataclass

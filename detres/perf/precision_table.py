@@ -79,8 +79,9 @@ def precision_table(ckpt: str, cfg: Config, *, calib: int, height: int, width: i
         batch1 = _batch1(ckpt, cfg, folders, peer, peer_path, images[:1], bf16, runs=runs, warmup=warmup)
         folder = _folder(folders["nncf"], images[:folder_images], bf16, cfg.deploy.threads, runs=runs, warmup=warmup)
         profile = _profiles(folders["nncf"], peer_path, images[0], cfg.deploy.threads)
+        recipes = {quantizer: _recipes(folder) for quantizer, folder in folders.items()}
     return {"accuracy": accuracy, "batch1": batch1, "folder": folder, "ratios": _ratios(batch1, folder),
-            "profile": profile,
+            "profile": profile, "int8_recipes": recipes,
             "settings": {"checkpoint": ckpt, "val": stored.data.test.ann_file or stored.data.test.root,
                          "calibration_images": len(calibration), "size": [height, width],
                          "folder_images": folder_images, "runs": runs, "warmup": warmup, "bf16_cpu": bf16,
@@ -170,6 +171,16 @@ def _profiles(folder: Path, peer_path: Path, image, threads: int) -> dict[str, d
     return {name: openvino_profile(path, feed, config=settings) for name, path in paths.items()}
 
 
+def _recipes(folder: Path) -> dict:
+    """What `detres export --int8` tried for a folder (detres.deploy.int8_search): each recipe's mAP on the
+    calibration images, and the one installed."""
+    record = read_export_info(folder).int8
+    return {"installed": record["recipe"],
+            "attempts": [{"recipe": a["recipe"], "seconds": a["seconds"], "kept_bound": a["kept_bound"],
+                          "fp32": a["accuracy"]["fp32"], "int8": a["accuracy"]["int8"]}
+                         for a in record["attempts"] if a["accuracy"]]}
+
+
 def _ratios(batch1: dict[str, float], folder: dict[str, float]) -> dict[str, float]:
     fastest = max(v for k, v in batch1.items() if k.startswith("peer") and k.endswith("fp32"))
     default = batch1["peer openvino default"]
@@ -187,6 +198,13 @@ def format_precision_table(result: dict) -> str:
     lines = ["| path | mAP@.5 | mAP@[.5,.95] |", "| --- | ---: | ---: |"]
     for row, acc in result["accuracy"].items():
         lines.append(f"| {row} | {acc.get('map50', '-')} | {acc.get('map', acc.get('skipped', '-'))} |")
+    lines += ["", "| int8 recipe (at export, calibration images) | fp32 mAP@.5 / mAP | int8 mAP@.5 / mAP | kept | s |",
+              "| --- | --- | --- | --- | ---: |"]
+    for recipes in result.get("int8_recipes", {}).values():
+        for a in recipes["attempts"]:
+            installed = " (installed)" if a["recipe"] == recipes["installed"] else ""
+            lines.append(f"| {a['recipe']}{installed} | {a['fp32']['map50']:.2f} / {a['fp32']['map']:.2f} | "
+                         f"{a['int8']['map50']:.2f} / {a['int8']['map']:.2f} | {a['kept_bound']} | {a['seconds']} |")
     ratios = result["ratios"]
     lines += ["", "| speed | img/s | vs peer fastest fp32 | vs peer OpenVINO default |", "| --- | ---: | ---: | ---: |"]
     for kind in ("batch1", "folder"):
