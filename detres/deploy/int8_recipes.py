@@ -9,8 +9,9 @@ the export tries the recipes of deploy.int8_quantizer in order and keeps the fir
    box-delta layers, whose values go straight into the scores and boxes (NNCF's ignored scope, ONNX Runtime's
    nodes_to_exclude); they are about 1% of the compute of a C4 detector;
 3. NNCF's accuracy control (nncf.quantize_with_accuracy_control): it ranks the quantized layers by how much each
-   costs in mAP@.5 on the calibration images, and reverts them to float one group at a time until the drop is
-   within the bound (mixed precision), at most MAX_REVERTS groups.
+   costs on the calibration images, and reverts them to float one group at a time until the loss is within the
+   bound (mixed precision), at most MAX_REVERTS groups. Its metric is the worse of the mAP@.5 and mAP@[.5,.95]
+   losses against fp32, each as a share of its bound, so it restores whichever of the two the int8 model broke.
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ class Recipe:
         if self.outputs_float:
             out["float_layers"] = f"the output layers ({', '.join(OUTPUT_MODULES)})"
         if self.accuracy_control:
-            out["accuracy_control"] = {"tool": "nncf.quantize_with_accuracy_control", "metric": "mAP@.5",
+            out["accuracy_control"] = {"tool": "nncf.quantize_with_accuracy_control",
+                                       "metric": "worst loss of mAP@.5 and mAP@[.5,.95], as a share of its bound",
                                        "max_reverts": MAX_REVERTS, "ranking_images": RANKING_IMAGES}
         return out
 
     def options(self, onnx_path: Path, metric: Callable[[Callable, Sequence[int]], float] | None,
                 max_drop: float) -> QuantizeOptions:
-        """The quantizer's options for this recipe (metric: mAP@.5 on calibration images, for accuracy control)."""
+        """The quantizer's options for this recipe (metric and max_drop: accuracy control's, on the calibration
+        images)."""
         layers = output_layers(onnx_path) if self.outputs_float else ()
         if not self.accuracy_control:
             return QuantizeOptions(float_layers=layers)

@@ -9,7 +9,6 @@ so an interrupted search leaves no int8 model and no json behind.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from detres.config import DeployConfig
 from detres.deploy.artifact import ExportInfo
-from detres.deploy.int8_accuracy import BOUND, kept_bound, measure_map
+from detres.deploy.int8_accuracy import BOUND, detect_all, kept_bound, measure_map, score, subset, worst_loss
 from detres.deploy.int8_recipes import Recipe, recipes
 from detres.deploy.quantize import QUANTIZERS, CalibrationTruth, install, quantize_into, staging_folder
 
@@ -32,17 +31,15 @@ def search_int8(onnx_path: Path, calibration: Sequence[Tensor], truth: Calibrati
     """The json's `int8` record: the installed model's artifact, quantizer, recipe, settings and accuracy, and
     every attempt. Without ground truth (`truth` None) or with deploy.int8_search off, only the first recipe runs."""
     searched = truth is not None and deploy.int8_search
-    ladder = recipes(quantizer, searched=searched)
-    metric = _metric(calibration, truth) if truth is not None else None
-    fp32: dict[str, dict] = {}  # runtime -> fp32 mAP, measured once
+    fp32 = _Reference(out, info, deploy, calibration, truth)
     tried: list[tuple[dict, Path]] = []
     tic = time.perf_counter()
     with ExitStack() as stack:
-        for recipe in ladder:
+        for recipe in recipes(quantizer, searched=searched):
             folder = Path(stack.enter_context(staging_folder(out)))
-            attempt, artifact = _attempt(recipe, onnx_path, calibration, folder, metric)
+            attempt, artifact = _attempt(recipe, onnx_path, calibration, folder, fp32)
             if truth is not None:
-                attempt["accuracy"] = _accuracy(recipe, artifact, out, info, deploy, calibration, truth, fp32)
+                attempt["accuracy"] = _accuracy(recipe, artifact, out, info, deploy, fp32)
                 attempt["kept_bound"] = kept_bound(attempt["accuracy"])
             tried.append((attempt, artifact))
             if not searched or attempt["kept_bound"]:
@@ -59,33 +56,60 @@ def search_int8(onnx_path: Path, calibration: Sequence[Tensor], truth: Calibrati
             "attempts": [attempt for attempt, _ in tried]}
 
 
-def _attempt(recipe: Recipe, onnx_path: Path, calibration: Sequence[Tensor], folder: Path, metric) -> tuple[dict,
-                                                                                                           Path]:
+class _Reference:
+    """The fp32 model's detections of the calibration images in each runtime, computed once: the fp32 side of
+    every attempt's accuracy and of accuracy control's metric."""
+
+    def __init__(self, out: Path, info: dict, deploy: DeployConfig, calibration: Sequence[Tensor],
+                 truth: CalibrationTruth | None) -> None:
+        self.info, self.deploy = ExportInfo(folder=out, data=info), deploy
+        self.calibration, self.truth = calibration, truth
+        self._detections: dict[str, list] = {}
+
+    def detections(self, runtime_name: str) -> list:
+        from detres.deploy.loader import RUNTIMES
+
+        if runtime_name not in self._detections:
+            detector = RUNTIMES[runtime_name].open(self.info, replace(self.deploy, precision="fp32"))
+            self._detections[runtime_name] = detect_all(detector, self.calibration, self.truth)
+        return self._detections[runtime_name]
+
+    def metric(self, runtime_name: str):
+        """Accuracy control's metric: 100 minus the worst loss against fp32, as a share of its bound, on the
+        calibration images of the given indices (fp32 itself scores 100; a model that keeps the bound 99 or more).
+        Not 0 for fp32: NNCF divides by the fp32 metric to compute a relative drop, even when it uses the absolute."""
+        def metric(detector, indices: Sequence[int]) -> float:
+            truth = subset(self.truth, indices)
+            reference = score([self.detections(runtime_name)[i] for i in indices], truth)
+            return 100.0 - worst_loss(reference, measure_map(detector, [self.calibration[i] for i in indices], truth))
+        return metric
+
+
+def _attempt(recipe: Recipe, onnx_path: Path, calibration: Sequence[Tensor], folder: Path,
+             fp32: _Reference) -> tuple[dict, Path]:
     tic = time.perf_counter()
     log.info("int8: %s on %d calibration images ...", recipe.name, len(calibration))
-    options = recipe.options(onnx_path, metric, max_drop=BOUND["map50"])
+    metric = fp32.metric(QUANTIZERS[recipe.quantizer].runtime) if recipe.accuracy_control else None
+    options = recipe.options(onnx_path, metric, max_drop=1.0)  # the metric's units: 1 = the bound
     artifact = quantize_into(onnx_path, calibration, folder, recipe.quantizer, options)
     attempt = {"recipe": recipe.name, "quantizer": recipe.quantizer, "settings": recipe.settings(),
                "seconds": round(time.perf_counter() - tic, 1), "accuracy": None, "kept_bound": None}
     return attempt, artifact
 
 
-def _accuracy(recipe: Recipe, artifact: Path, out: Path, info: dict, deploy: DeployConfig,
-              calibration: Sequence[Tensor], truth: CalibrationTruth, fp32: dict[str, dict]) -> dict:
+def _accuracy(recipe: Recipe, artifact: Path, out: Path, info: dict, deploy: DeployConfig, fp32: _Reference) -> dict:
     """fp32 and int8 mAP on the calibration images, in the quantizer's runtime (the staged model read in place)."""
     from detres.deploy.loader import RUNTIMES
 
     runtime_name = QUANTIZERS[recipe.quantizer].runtime
-    runtime = RUNTIMES[runtime_name]
     relative = artifact.relative_to(out).as_posix()
     staged = ExportInfo(folder=out, data={**info, "int8": {"artifact": relative, "quantizer": recipe.quantizer}})
-    if runtime_name not in fp32:
-        fp32[runtime_name] = measure_map(runtime.open(staged, replace(deploy, precision="fp32")), calibration, truth)
-    int8 = measure_map(runtime.open(staged, replace(deploy, precision="int8")), calibration, truth)
-    before = fp32[runtime_name]
+    before = score(fp32.detections(runtime_name), fp32.truth)
+    int8 = measure_map(RUNTIMES[runtime_name].open(staged, replace(deploy, precision="int8")), fp32.calibration,
+                       fp32.truth)
     log.info("int8 (%s) on the calibration images: mAP@.5 %.2f -> %.2f, mAP@[.5,.95] %.2f -> %.2f", recipe.name,
              before["map50"], int8["map50"], before["map"], int8["map"])
-    return {"runtime": runtime_name, "images": f"the {len(calibration)} calibration images", "fp32": before,
+    return {"runtime": runtime_name, "images": f"the {len(fp32.calibration)} calibration images", "fp32": before,
             "int8": int8}
 
 
@@ -94,19 +118,4 @@ def _choose(tried: list[tuple[dict, Path]]) -> tuple[dict, Path]:
     for attempt, artifact in tried:
         if attempt["kept_bound"] in (True, None):
             return attempt, artifact
-
-    def worst(item: tuple[dict, Path]) -> float:
-        accuracy = item[0]["accuracy"]
-        return max((accuracy["fp32"][key] - accuracy["int8"][key]) / bound for key, bound in BOUND.items())
-    return min(tried, key=worst)
-
-
-def _metric(calibration: Sequence[Tensor], truth: CalibrationTruth):
-    """mAP@.5 (points) of a detector on the calibration images of the given indices: accuracy control's measure.
-    An image subset without a scored class gives NaN in COCO's evaluation; it counts as 0 so ranking can sort."""
-    def metric(detector, indices: Sequence[int]) -> float:
-        subset = CalibrationTruth(records=[truth.records[i] for i in indices],
-                                  scales=[truth.scales[i] for i in indices], class_map=truth.class_map)
-        value = measure_map(detector, [calibration[i] for i in indices], subset)["map50"]
-        return value if math.isfinite(value) and value > 0 else 0.0
-    return metric
+    return min(tried, key=lambda item: worst_loss(item[0]["accuracy"]["fp32"], item[0]["accuracy"]["int8"]))

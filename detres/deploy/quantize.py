@@ -46,8 +46,8 @@ class QuantizeOptions:
     """How a quantizer runs, beyond its fixed settings (a recipe of detres.deploy.int8_recipes fills it in).
 
     float_layers: ONNX node names that stay float (NNCF's ignored scope, ONNX Runtime's nodes_to_exclude);
-    metric: with accuracy control (NNCF only), the mAP@.5 in points of a detector on the calibration images of the
-    given indices; max_drop: the mAP@.5 it may lose; max_iterations: layer groups reverted to float at most.
+    metric: with accuracy control (NNCF only), a detector's score on the calibration images of the given indices
+    (higher is better); max_drop: what it may lose against fp32; max_iterations: layer groups reverted at most.
     """
 
     float_layers: tuple[str, ...] = ()
