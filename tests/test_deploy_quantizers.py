@@ -134,6 +134,20 @@ def test_quantizer_names():
         resolve_quantizer("tensorrt")
 
 
+
+def test_auto_tries_both_tools_for_openvino_and_only_onnx_runtime_for_it():
+    from detres.deploy.int8_recipes import Recipe, recipes
+
+    names = [r.name for r in recipes("auto", "openvino", searched=True)]
+    assert names == ["nncf", "nncf, output layers float", "onnxruntime", "onnxruntime, output layers float",
+                     "nncf, accuracy control"]  # accuracy control, the expensive one, last
+    assert recipes("auto", "onnxruntime", searched=True) == LADDERS["onnxruntime"]  # it cannot read NNCF's IR
+    assert recipes("auto", "torch", searched=False) == [Recipe("nncf")]  # nothing to measure: the first only
+    assert recipes("onnxruntime", "openvino", searched=True) == LADDERS["onnxruntime"]
+    with pytest.raises(ConfigError, match="deploy.int8_quantizer='tensorrt'"):
+        recipes("tensorrt", "openvino", searched=True)
+
+
 def test_the_precision_table_runs_every_path_on_the_val_split(trained):
     """tools/bench_precision.py's table on the tiny model, at a tiny size: every row is there, the float rows agree
     (the same graph in float32), and each speed row has both ratios."""

@@ -75,7 +75,7 @@ def export_detector(model: FasterRCNN, cfg: Config, class_map: ClassMap, out_dir
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     check_exportable(cfg)
-    quantizer = resolve_quantizer(cfg.deploy.int8_quantizer, cfg.test.backend)
+    resolve_quantizer(cfg.deploy.int8_quantizer, cfg.test.backend)  # a wrong name fails before the export
     if calibration is not None and len(calibration) == 0:
         raise UserError("int8 calibration got 0 images; give --calib N with N >= 1 and a training set with images")
     out = Path(out_dir)
@@ -97,7 +97,7 @@ def export_detector(model: FasterRCNN, cfg: Config, class_map: ClassMap, out_dir
     if calibration is not None:
         from detres.deploy.int8_search import search_int8  # NNCF / ONNX Runtime's quantizer: only when asked
 
-        info["int8"] = search_int8(target, calibration, truth, out, quantizer, info, cfg.deploy)
+        info["int8"] = search_int8(target, calibration, truth, out, info, cfg.deploy, cfg.test.backend)
     write_info(out, info)
     log.info("exported %s to %s", fmt, out)
     return out

@@ -2,7 +2,8 @@
 
 A recipe is a quantizer (detres.deploy.quantize) and how it is run. With ground truth on the calibration images,
 the export tries the recipes of deploy.int8_quantizer in order and keeps the first whose mAP kept the bound
-(detres.deploy.int8_search); without, it runs the first. The order goes from cheap to expensive:
+(detres.deploy.int8_search); without, it runs the first. With `auto` (and OpenVINO, which runs both tools'
+models) both ladders are tried, NNCF's first, accuracy control last. Each ladder goes from cheap to expensive:
 
 1. the quantizer as is (every convolution and matrix product in int8);
 2. the output layers in float: the RPN's objectness and box-delta convolutions and the head's class-score and
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detres.deploy.quantize import QUANTIZERS, QuantizeOptions
+from detres.deploy.quantize import QUANTIZERS, QuantizeOptions, resolve_quantizer
 
 # the leaf modules whose outputs are the detector's scores and box deltas (detres.modeling.rpn.RPNHead,
 # detres.modeling.roi_heads.BoxPredictor)
@@ -71,10 +72,18 @@ LADDERS: dict[str, list[Recipe]] = {
 }
 
 
-def recipes(quantizer: str, *, searched: bool) -> list[Recipe]:
-    """The recipes an export tries for a resolved quantizer: all of its ladder when the result can be measured
-    (`searched`), else its first."""
-    ladder = LADDERS[quantizer]
+# deploy.int8_quantizer=auto for OpenVINO (which runs both tools' models): both ladders, the expensive step last
+AUTO_LADDER = [*LADDERS["nncf"][:2], *LADDERS["onnxruntime"], LADDERS["nncf"][2]]
+
+
+def recipes(setting: str, backend: str, *, searched: bool) -> list[Recipe]:
+    """The recipes an export tries for deploy.int8_quantizer `setting` and test.backend: the tool's ladder, or with
+    `auto` AUTO_LADDER (ONNX Runtime's ladder alone for test.backend=onnxruntime, which cannot read NNCF's IR); all
+    of it when the result can be measured (`searched`), else its first."""
+    if setting == "auto" and backend != "onnxruntime":
+        ladder = AUTO_LADDER
+    else:
+        ladder = LADDERS[resolve_quantizer(setting, backend)]
     return ladder if searched else ladder[:1]
 
 

@@ -27,15 +27,16 @@ log = logging.getLogger("detres.deploy")
 
 
 def search_int8(onnx_path: Path, calibration: Sequence[Tensor], truth: CalibrationTruth | None, out: Path,
-                quantizer: str, info: dict, deploy: DeployConfig) -> dict:
+                info: dict, deploy: DeployConfig, backend: str) -> dict:
     """The json's `int8` record: the installed model's artifact, quantizer, recipe, settings and accuracy, and
-    every attempt. Without ground truth (`truth` None) or with deploy.int8_search off, only the first recipe runs."""
+    every attempt. The recipes are deploy.int8_quantizer's for test.backend `backend`; without ground truth (`truth`
+    None) or with deploy.int8_search off, only the first runs."""
     searched = truth is not None and deploy.int8_search
     fp32 = _Reference(out, info, deploy, calibration, truth)
     tried: list[tuple[dict, Path]] = []
     tic = time.perf_counter()
     with ExitStack() as stack:
-        for recipe in recipes(quantizer, searched=searched):
+        for recipe in recipes(deploy.int8_quantizer, backend, searched=searched):
             folder = Path(stack.enter_context(staging_folder(out)))
             attempt, artifact = _attempt(recipe, onnx_path, calibration, folder, fp32)
             if truth is not None:
