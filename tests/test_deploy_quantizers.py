@@ -204,12 +204,12 @@ def _float_inputs(onnx_or_ir: Path, layers: tuple[str, ...]) -> dict[str, bool]:
     import openvino as ov
 
     ops = {op.get_friendly_name(): op for op in ov.Core().read_model(str(onnx_or_ir)).get_ordered_ops()}
-    out = {}
-    for name in layers:
-        op = ops.get(f"{name}/WithoutBiases", ops.get(name))
-        producer = op.input_value(0).get_node()
-        out[name] = producer.get_type_name() not in ("FakeQuantize", "Convert", "Multiply", "Subtract")
-    return out
+    return {name: not _reads_int8(ops.get(f"{name}/WithoutBiases", ops.get(name))) for name in layers}
+
+
+def _reads_int8(op) -> bool:
+    """Whether a layer's data input is quantized: NNCF's FakeQuantize, or the dequantizing ops of a QDQ model."""
+    return op.input_value(0).get_node().get_type_name() in ("FakeQuantize", "Convert", "Multiply", "Subtract")
 
 
 @pytest.mark.parametrize("quantizer", sorted(QUANTIZERS))
@@ -240,12 +240,8 @@ def _int8_layer_count(path: Path) -> int:
     """Convolutions and matrix products whose data input is quantized."""
     import openvino as ov
 
-    count = 0
-    for op in ov.Core().read_model(str(path)).get_ordered_ops():
-        if op.get_type_name() in ("Convolution", "MatMul"):
-            count += op.input_value(0).get_node().get_type_name() in ("FakeQuantize", "Convert", "Multiply",
-                                                                      "Subtract")
-    return count
+    ops = ov.Core().read_model(str(path)).get_ordered_ops()
+    return sum(_reads_int8(op) for op in ops if op.get_type_name() in ("Convolution", "MatMul"))
 
 
 def test_accuracy_control_brings_the_int8_loss_within_the_bound(trained, tmp_path, monkeypatch):

@@ -66,6 +66,7 @@ class _Reference:
         self.info, self.deploy = ExportInfo(folder=out, data=info), deploy
         self.calibration, self.truth = calibration, truth
         self._detections: dict[str, list] = {}
+        self._scores: dict[tuple, dict[str, float]] = {}  # (runtime, image indices) -> fp32 mAPs
 
     def detections(self, runtime_name: str) -> list:
         from detres.deploy.loader import RUNTIMES
@@ -81,9 +82,16 @@ class _Reference:
         Not 0 for fp32: NNCF divides by the fp32 metric to compute a relative drop, even when it uses the absolute."""
         def metric(detector, indices: Sequence[int]) -> float:
             truth = subset(self.truth, indices)
-            reference = score([self.detections(runtime_name)[i] for i in indices], truth)
-            return 100.0 - worst_loss(reference, measure_map(detector, [self.calibration[i] for i in indices], truth))
+            found = measure_map(detector, [self.calibration[i] for i in indices], truth)
+            return 100.0 - worst_loss(self._score(runtime_name, tuple(indices), truth), found)
         return metric
+
+    def _score(self, runtime_name: str, indices: tuple[int, ...], truth: CalibrationTruth) -> dict[str, float]:
+        """The fp32 mAPs of these images, evaluated once: ranking asks for each image again for every layer group."""
+        key = (runtime_name, indices)
+        if key not in self._scores:
+            self._scores[key] = score([self.detections(runtime_name)[i] for i in indices], truth)
+        return self._scores[key]
 
 
 def _attempt(recipe: Recipe, onnx_path: Path, calibration: Sequence[Tensor], folder: Path,
