@@ -264,9 +264,12 @@ class DeployConfig:
     precision: str = "auto"
     calib_images: int = 64  # training images that calibrate the int8 quantization (tools/export.py --calib)
     int8_quantizer: str = "auto"  # auto | nncf | onnxruntime: the tool that writes the int8 model (docs/deploy.md)
-    # with ground truth on the calibration images, try the quantizer's recipes in order until one keeps the
+    # with annotated images to measure on, try the quantizer's recipes in order until one keeps the
     # accuracy bound (detres.deploy.int8_recipes); false: only its first recipe
     int8_search: bool = True
+    # images of the test split (data.test) on which each int8 attempt is measured; 0, or a test split without
+    # boxes: the calibration images themselves (detres.deploy.int8_data)
+    int8_measure_images: int = 100
     threads: int = 0  # runtime intra-op threads; 0 = the runtime's default (all cores)
     static_shapes: int = 8  # OpenVINO: compiled models kept per input size (from a size's 2nd image); 0 = off
     ov_hint: str = "latency"  # OpenVINO PERFORMANCE_HINT: latency | throughput (images of one call run at once)

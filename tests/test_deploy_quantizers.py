@@ -27,13 +27,14 @@ sys.path.insert(0, str(REPO / "datasets"))
 import make_shapes  # noqa: E402
 
 CALIB = 8  # all the training images: calibrated and measured on the same images, a few seconds per quantizer
+VAL = 4  # test-split images (generated after the training ones: more of them leave those unchanged)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(checkpoint, config overrides): a width-8 detector trained 500 iterations on 8 shapes images."""
     root = tmp_path_factory.mktemp("quant")
-    data = make_shapes.generate(root / "shapes", seed=2, num_train=CALIB, num_val=1, min_size=64, max_size=96)
+    data = make_shapes.generate(root / "shapes", seed=2, num_train=CALIB, num_val=VAL, min_size=64, max_size=96)
     overrides = tiny_training_overrides(data, root / "run", 500)
     cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
     train_detector(cfg)
@@ -41,22 +42,23 @@ def trained(tmp_path_factory):
 
 
 def _export(ckpt: Path, out: Path, *extra: str) -> None:
+    """tools/export.py; the int8 attempts are measured on the calibration images unless `extra` says otherwise."""
     from tools import export
 
     saved = sys.argv
-    sys.argv = ["export", "--ckpt", str(ckpt), "--out", str(out), *extra]
+    sys.argv = ["export", "--ckpt", str(ckpt), "--out", str(out), "deploy.int8_measure_images=0", *extra]
     try:
         assert export.main() == 0
     finally:
         sys.argv = saved
 
 
-def _calibration(ckpt, cfg):
+def _calibration(ckpt, cfg, split: str = "train", count: int = CALIB):
     _, _, stored = load_detector(str(ckpt), cfg)
-    dataset = build_detection_dataset(stored.data.train, input_cfg=stored.data.input,
+    dataset = build_detection_dataset(getattr(stored.data, split), input_cfg=stored.data.input,
                                       pixel_mean=stored.model.backbone.pixel_mean,
                                       pixel_std=stored.model.backbone.pixel_std, train=False)
-    return calibration_set(dataset, CALIB)
+    return calibration_set(dataset, count)
 
 
 @pytest.mark.parametrize("quantizer", sorted(QUANTIZERS))
@@ -139,8 +141,9 @@ def test_auto_tries_both_tools_for_openvino_and_only_onnx_runtime_for_it():
     from detres.deploy.int8_recipes import Recipe, recipes
 
     names = [r.name for r in recipes("auto", "openvino", searched=True)]
-    assert names == ["nncf", "nncf, output layers float", "onnxruntime", "onnxruntime, output layers float",
-                     "nncf, accuracy control"]  # accuracy control, the expensive one, last
+    assert names == ["nncf", "nncf, output layers float", "nncf, as onnxruntime (conv/matmul inputs, min-max ranges)",
+                     "onnxruntime",
+                     "onnxruntime, output layers float", "nncf, accuracy control"]  # the expensive one last
     assert recipes("auto", "onnxruntime", searched=True) == LADDERS["onnxruntime"]  # it cannot read NNCF's IR
     assert recipes("auto", "torch", searched=False) == [Recipe("nncf")]  # nothing to measure: the first only
     assert recipes("onnxruntime", "openvino", searched=True) == LADDERS["onnxruntime"]
@@ -244,8 +247,61 @@ def _int8_layer_count(path: Path) -> int:
     return sum(_reads_int8(op) for op in ops if op.get_type_name() in ("Convolution", "MatMul"))
 
 
+def _quantized_input_types(ir: Path) -> set[str]:
+    """The op types that read a FakeQuantize's output in an NNCF model: where it put int8."""
+    import openvino as ov
+
+    fake_quantizes = [op for op in ov.Core().read_model(str(ir)).get_ops() if op.get_type_name() == "FakeQuantize"]
+    return {target.get_node().get_type_name() for op in fake_quantizes for target in op.output(0).get_target_inputs()}
+
+
+def _input_ranges(ir: Path) -> dict[str, tuple[float, float]]:
+    """Per layer whose data input an NNCF FakeQuantize quantizes: that quantizer's (input_low, input_high)."""
+    import openvino as ov
+
+    out = {}
+    for op in ov.Core().read_model(str(ir)).get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        low, high = (op.input_value(i).get_node().get_data() for i in (1, 2))
+        for target in op.output(0).get_target_inputs():
+            if target.get_index() == 0:
+                out[target.get_node().get_friendly_name()] = (float(low.min()), float(high.max()))
+    return out
+
+
+def test_the_as_onnxruntime_recipe_puts_int8_where_onnxruntime_does(trained, tmp_path):
+    """NNCF recipe 3: int8 only at convolution and matrix-product inputs (ONNX Runtime's placement), while NNCF as
+    is also quantizes the inputs of residual adds and pooling; no convolution or matrix product goes back to float;
+    and activation ranges are the calibration images' min and max (ONNX Runtime's MinMax)."""
+    from detres.deploy.int8_recipes import Recipe
+    from detres.deploy.quantize import OV_INT8_OPS, quantize_into
+
+    ckpt, cfg = trained
+    _export(ckpt, tmp_path / "fp32")
+    onnx_path = tmp_path / "fp32" / "model.onnx"
+    images, _ = _calibration(ckpt, cfg)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = quantize_into(onnx_path, images, tmp_path / "a", "nncf")
+    recipe = Recipe("nncf", as_onnxruntime=True)
+    placed = quantize_into(onnx_path, images, tmp_path / "b", "nncf", recipe.options(onnx_path, None, 0.5))
+    assert {"Add", "MaxPool"} <= _quantized_input_types(plain)
+    assert _quantized_input_types(placed) <= OV_INT8_OPS
+    # min-max ranges: each layer's input range spans the calibration images' whole range, so it is at least NNCF's
+    # default (the mean over the images of each one's range) and wider where the images differ
+    plain_ranges, placed_ranges = _input_ranges(plain), _input_ranges(placed)
+    shared = sorted(set(plain_ranges) & set(placed_ranges))
+    assert len(shared) > 5
+    assert all(placed_ranges[n][1] >= plain_ranges[n][1] - 1e-4 for n in shared)
+    assert all(placed_ranges[n][0] <= plain_ranges[n][0] + 1e-4 for n in shared)
+    assert any(placed_ranges[n][1] > plain_ranges[n][1] * 1.05 for n in shared)
+    # as is, some convolutions read int8 through a pooling or add that NNCF quantized in front of them instead
+    assert _int8_layer_count(placed) >= _int8_layer_count(plain) > 10
+
+
 def test_accuracy_control_brings_the_int8_loss_within_the_bound(trained, tmp_path, monkeypatch):
-    """Recipe 3 alone (NNCF's accuracy control; its metric: the worse of the two mAP losses as a share of its
+    """NNCF's accuracy control alone (its last recipe; its metric: the worse of the two mAP losses as a share of its
     bound): the installed model keeps the bound on the calibration images, measured here again, and is still int8.
     On this model the plain recipe lost 0.63 mAP@.5 (71.79 -> 71.16) and accuracy control reverted 1 of 42 layers."""
     from detres.deploy.int8_accuracy import kept_bound
@@ -290,6 +346,48 @@ def test_the_search_installs_the_first_recipe_that_kept_the_bound_and_records_ev
             "deploy.int8_search=false")
     plain = read_export_info(tmp_path / "plain").int8
     assert [a["recipe"] for a in plain["attempts"]] == names[:1] and plain["recipe"] == names[0]
+
+
+def test_the_attempts_are_measured_on_the_test_split_when_it_has_boxes(trained, tmp_path):
+    """deploy.int8_measure_images (default 100): the recorded fp32 and int8 mAPs are those of the test split's
+    images (all VAL of them here: fewer than asked), not of the calibration images."""
+    import copy
+
+    ckpt, cfg = trained
+    shapes = ckpt.parents[1] / "shapes" / "coco"
+    val = [f"data.test.ann_file={shapes}/annotations/instances_val.json", f"data.test.image_dir={shapes}/val"]
+    out = tmp_path / "export"
+    _export(ckpt, out, "--int8", "--calib", str(CALIB), "deploy.int8_quantizer=onnxruntime",
+            "deploy.int8_measure_images=100", "deploy.int8_search=false", *val)
+    accuracy = read_export_info(out).int8["accuracy"]
+    assert accuracy["images"] == f"{VAL} images of data.test"
+    val_cfg = copy.deepcopy(cfg)
+    val_cfg.data.test.ann_file = f"{shapes}/annotations/instances_val.json"
+    val_cfg.data.test.image_dir = f"{shapes}/val"
+    images, truth = _calibration(ckpt, val_cfg, "test", VAL)
+    int8, _ = open_exported(out, backend="onnxruntime", precision="int8")
+    fp32, _ = open_exported(out, backend="onnxruntime", precision="fp32")
+    assert measure_map(int8, images, truth) == accuracy["int8"]
+    assert measure_map(fp32, images, truth) == accuracy["fp32"]
+    assert measure_map(fp32, *_calibration(ckpt, cfg)) != accuracy["fp32"]  # another set of images
+
+
+def test_a_test_split_without_boxes_measures_on_the_calibration_images(trained, tmp_path, caplog):
+    import copy
+
+    from detres.deploy.int8_data import int8_data
+
+    _, cfg = trained
+    coco = json.loads(Path(cfg.data.test.ann_file).read_text())
+    coco["annotations"] = []
+    (tmp_path / "empty.json").write_text(json.dumps(coco))
+    stored = copy.deepcopy(cfg)
+    stored.data.test.ann_file = str(tmp_path / "empty.json")
+    data = int8_data(stored, 3, 100)
+    assert data.measure.name == "the 3 calibration images" and len(data.measure.images) == len(data.calibration) == 3
+    assert "data.test has no boxes" in caplog.text
+    assert int8_data(cfg, 3, 0).measure.name == "the 3 calibration images"  # deploy.int8_measure_images=0
+    assert int8_data(cfg, 3, 5).measure.name == "5 images of data.test"  # here data.test is the training set
 
 
 def test_when_no_recipe_kept_the_bound_the_one_that_lost_least_is_chosen():

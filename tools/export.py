@@ -9,10 +9,11 @@ take this run's values, overrides included, and the folder records them.
     python tools/export.py --ckpt runs/demo/model_final.pth --out runs/demo/export_ort --int8 \
         deploy.int8_quantizer=onnxruntime
 
-With --int8 the calibration images are training images; since they have ground truth, the fp32 and int8 mAP@.5
-and mAP@[.5,.95] on them are measured in the quantizer's runtime, the quantizer's recipes are tried in order (as
-is, output layers float, NNCF's accuracy control) until one keeps the bound, and every attempt is recorded in
-detres_export.json (`int8`): docs/deploy.md.
+With --int8 the calibration images are training images. Each int8 attempt is measured (fp32 and int8 mAP@.5 and
+mAP@[.5,.95], in the quantizer's runtime) on up to deploy.int8_measure_images (100) images of the test split, or on
+the calibration images when it has no boxes; the quantizer's recipes are tried in order (as is, output layers
+float, NNCF as ONNX Runtime quantizes, NNCF's accuracy control) until one keeps the bound, and every attempt is
+recorded in detres_export.json (`int8`): docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import time
 
 from detres.cli import add_overrides, run_main, tool_parser
 from detres.cli.ckpt_config import add_cfg_from_ckpt, config_for_checkpoint
-from detres.data.detection import build_split
 from detres.deploy.artifact import FORMATS
 from detres.deploy.export import export_detector
-from detres.deploy.quantize import calibration_set
+from detres.deploy.int8_data import int8_data
 from detres.engine.loading import load_detector
 
 
@@ -39,11 +39,11 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="output folder, e.g. runs/demo/export (created; the json goes "
                         "in last)")
     parser.add_argument("--int8", action="store_true", help="also write an int8 model by deploy.int8_quantizer: "
-                        "auto (NNCF, the one that kept the mAP bound), nncf (OpenVINO IR, OpenVINO runs it) or "
+                        "auto (both tools' recipes, NNCF's first), nncf (OpenVINO IR, OpenVINO runs it) or "
                         "onnxruntime (quantize_static, QDQ ONNX: ONNX Runtime and OpenVINO run it); measures fp32 "
-                        "and int8 mAP on the calibration images and tries the quantizer's recipes until one loses at "
-                        "most 0.5 mAP@.5 and 1.0 mAP@[.5,.95] (deploy.int8_search=false: only the first); "
-                        "default off")
+                        "and int8 mAP on up to deploy.int8_measure_images (100) images of the test split (else on "
+                        "the calibration images) and tries the quantizer's recipes until one loses at most 0.5 "
+                        "mAP@.5 and 1.0 mAP@[.5,.95] (deploy.int8_search=false: only the first); default off")
     parser.add_argument("--calib", type=int, default=None, help="training images that calibrate --int8; default "
                         "deploy.calib_images (64), e.g. --calib 128")
     add_overrides(parser)
@@ -53,12 +53,12 @@ def main() -> int:
     tic = time.perf_counter()
     model, class_map, stored = load_detector(args.ckpt, cfg)
     # the checkpoint's architecture, this run's test-time and export settings (load_detector)
-    calibration = truth = None
+    data = None
     if args.int8:
-        dataset = build_split(stored.data, "train", pixel_mean=stored.model.backbone.pixel_mean,
-                              pixel_std=stored.model.backbone.pixel_std, train=False, seed=stored.seed)
-        calibration, truth = calibration_set(dataset, cfg.deploy.calib_images if args.calib is None else args.calib)
-    out = export_detector(model, stored, class_map, args.out, fmt=args.format, calibration=calibration, truth=truth)
+        calib = cfg.deploy.calib_images if args.calib is None else args.calib
+        data = int8_data(stored, calib, cfg.deploy.int8_measure_images)
+    out = export_detector(model, stored, class_map, args.out, fmt=args.format,
+                          calibration=data.calibration if data else None, measure=data.measure if data else None)
     print(f"exported {args.format}{' + int8' if args.int8 else ''} to {out} in {time.perf_counter() - tic:.1f}s")
     return 0
 

@@ -22,8 +22,9 @@ from detres.data.records import ClassMap
 from detres.deploy.artifact import FORMATS, INFO_FILE, build_info, write_info
 from detres.deploy.graph import ExportableDetector, exportable_module
 from detres.deploy.inputs import MAX_SIDE, MIN_SIDE
+from detres.deploy.int8_data import MeasureSet
 from detres.deploy.option_policy import check_options
-from detres.deploy.quantize import CalibrationTruth, resolve_quantizer
+from detres.deploy.quantize import resolve_quantizer
 from detres.errors import ConfigError, UserError
 from detres.modeling.faster_rcnn import FasterRCNN
 
@@ -67,11 +68,11 @@ def export_onnx(module: ExportableDetector, path: Path, *, sample: Tensor, opset
 
 
 def export_detector(model: FasterRCNN, cfg: Config, class_map: ClassMap, out_dir: str | os.PathLike, *, fmt: str,
-                    calibration: Sequence[Tensor] | None = None, truth: CalibrationTruth | None = None) -> Path:
+                    calibration: Sequence[Tensor] | None = None, measure: MeasureSet | None = None) -> Path:
     """Write the artifact and its json into `out_dir`; with `calibration` images ([3, H, W] normalized) also the
-    int8 model of deploy.int8_quantizer (detres.deploy.quantize), and with their ground truth `truth` the fp32 and
-    int8 mAP on them, in the json. The json is written last and removed first: a folder left by an interrupted
-    export has none, and runtimes refuse it."""
+    int8 model of deploy.int8_quantizer (detres.deploy.quantize), and with annotated images to `measure` on
+    (detres.deploy.int8_data) the fp32 and int8 mAP on them, in the json. The json is written last and removed
+    first: a folder left by an interrupted export has none, and runtimes refuse it."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     check_exportable(cfg)
@@ -97,7 +98,7 @@ def export_detector(model: FasterRCNN, cfg: Config, class_map: ClassMap, out_dir
     if calibration is not None:
         from detres.deploy.int8_search import search_int8  # NNCF / ONNX Runtime's quantizer: only when asked
 
-        info["int8"] = search_int8(target, calibration, truth, out, info, cfg.deploy, cfg.test.backend)
+        info["int8"] = search_int8(target, calibration, measure, out, info, cfg.deploy, cfg.test.backend)
     write_info(out, info)
     log.info("exported %s to %s", fmt, out)
     return out

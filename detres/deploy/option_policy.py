@@ -76,6 +76,8 @@ POLICY: tuple[TestOption, ...] = (
     TestOption("deploy.calib_images", "training images that calibrate an int8 export", NO_EFFECT, COMPUTED),
     TestOption("deploy.int8_quantizer", "auto | nncf | onnxruntime: the tool of an int8 export", NO_EFFECT, COMPUTED),
     TestOption("deploy.int8_search", "try the int8 recipes until one keeps the accuracy bound", NO_EFFECT, COMPUTED),
+    TestOption("deploy.int8_measure_images", "test-split images that measure each int8 attempt", NO_EFFECT,
+               COMPUTED),
     TestOption("deploy.static_shapes", "OpenVINO: compiled models kept per input size (speed only)", NO_EFFECT,
                COMPUTED),
     TestOption("deploy.ov_hint", "OpenVINO: latency | throughput (speed only)", NO_EFFECT, COMPUTED),

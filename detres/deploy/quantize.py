@@ -5,9 +5,13 @@
 - `onnxruntime`: ONNX Runtime's `quantize_static` in QDQ format (uint8 activations, int8 per-channel weights,
   MinMax calibration) -> model_int8.onnx, which ONNX Runtime and OpenVINO both run.
 
-In both, only convolutions and matrix products become int8; NMS, TopK and the box arithmetic stay float32.
-How each tool is run (which layers stay float, accuracy control) is a recipe (detres.deploy.int8_recipes), passed
-in as `QuantizeOptions`. A new quantizer is one function and one line in QUANTIZERS.
+ONNX Runtime puts int8 only at the inputs of convolutions and matrix products (INT8_OPS). NNCF as is also
+quantizes the inputs of residual adds, pooling and (in a GroupNorm model) the normalization, which OpenVINO fuses
+into faster kernels; `int8_ops_only` restricts it to ONNX Runtime's placement (and `minmax_ranges` takes its
+activation ranges). NMS, TopK and the box arithmetic
+stay float32 in both. How each tool is run (which layers stay float, accuracy control) is a recipe
+(detres.deploy.int8_recipes), passed in as `QuantizeOptions`. A new quantizer is one function and one line in
+QUANTIZERS.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from detres.deploy.inputs import as_graph_input, to_detection
 from detres.deploy.telemetry import disable_telemetry
 from detres.errors import ConfigError, UserError
 
-INT8_OPS = ["Conv", "MatMul", "Gemm"]  # what becomes int8 in the ONNX Runtime model (NNCF picks the same kinds)
+INT8_OPS = ["Conv", "MatMul", "Gemm"]  # the ONNX ops whose inputs ONNX Runtime's model quantizes
+# the same ops as OpenVINO names them (an ONNX Gemm becomes a MatMul), and the nodes NNCF never quantizes anyway
+OV_INT8_OPS = {"Convolution", "GroupConvolution", "MatMul"}
+OV_NOT_QUANTIZED = {"Parameter", "Constant", "Result", "Convert"}
 ORT_CALIB_CHUNK = 4  # calibration images whose tensors ONNX Runtime holds before merging their ranges
 
 
@@ -46,15 +53,21 @@ class QuantizeOptions:
     """How a quantizer runs, beyond its fixed settings (a recipe of detres.deploy.int8_recipes fills it in).
 
     float_layers: ONNX node names that stay float (NNCF's ignored scope, ONNX Runtime's nodes_to_exclude);
-    metric: with accuracy control (NNCF only), a detector's score on the calibration images of the given indices
+    int8_ops_only: NNCF quantizes only the inputs of INT8_OPS, as ONNX Runtime does;
+    minmax_ranges: NNCF's activation ranges are the calibration images' min and max (ONNX Runtime's MinMax), not
+    its default mean over the images of each one's min and max;
+    metric: with accuracy control (NNCF only), a detector's score on the validation_images of the given indices
     (higher is better); max_drop: what it may lose against fp32; max_iterations: layer groups reverted at most.
     """
 
     float_layers: tuple[str, ...] = ()
+    int8_ops_only: bool = False
+    minmax_ranges: bool = False
     metric: Callable[[Callable, Sequence[int]], float] | None = None
     max_drop: float = 0.0
     max_iterations: int = 0
     ranking_images: int = 0
+    validation_images: tuple[Tensor, ...] = ()
 
 
 def _compiled_detector(compiled) -> Callable[[list[Tensor]], list[dict[str, Tensor]]]:
@@ -75,10 +88,16 @@ def _nncf(onnx_path: Path, calibration: Sequence[Tensor], staged: Path, options:
     model = ov.Core().read_model(str(onnx_path))
     dataset = nncf.Dataset(list(range(len(calibration))), lambda index: as_graph_input(calibration[index]))
     # OpenVINO names a Conv "<onnx name>/WithoutBiases" and its bias "<onnx name>"; validate: each must match
-    ignored = nncf.IgnoredScope(patterns=[f"^{re.escape(name)}(/.*)?$" for name in options.float_layers])
+    patterns = [f"^{re.escape(name)}(/.*)?$" for name in options.float_layers]
+    ignored = nncf.IgnoredScope(patterns=patterns, types=_types_left_float(model) if options.int8_ops_only else [])
+    advanced = nncf.AdvancedQuantizationParameters()
+    if options.minmax_ranges:
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        advanced.activations_range_estimator_params = RangeEstimatorParametersSet.MINMAX
     common = dict(subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED, ignored_scope=ignored)
     if options.metric is None:
-        quantized = nncf.quantize(model, dataset, **common)
+        quantized = nncf.quantize(model, dataset, advanced_parameters=advanced, **common)
     else:
         metric = options.metric
 
@@ -87,10 +106,19 @@ def _nncf(onnx_path: Path, calibration: Sequence[Tensor], staged: Path, options:
 
         restorer = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=options.max_iterations,
                                                            ranking_subset_size=options.ranking_images)
+        images = options.validation_images
+        validation = nncf.Dataset(list(range(len(images))), lambda index: as_graph_input(images[index]))
         quantized = nncf.quantize_with_accuracy_control(
-            model, dataset, dataset, validate, max_drop=options.max_drop, drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=restorer, **common)
+            model, dataset, validation, validate, max_drop=options.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=advanced, advanced_accuracy_restorer_parameters=restorer, **common)
     ov.save_model(quantized, str(staged), compress_to_fp16=False)
+
+
+def _types_left_float(model) -> list[str]:
+    """Every OpenVINO op type in `model` whose inputs NNCF would otherwise quantize, except OV_INT8_OPS: NNCF's
+    ignored scope by type, which leaves int8 only at convolution and matrix-product inputs."""
+    present = {op.get_type_name() for op in model.get_ops()}
+    return sorted(present - OV_INT8_OPS - OV_NOT_QUANTIZED)
 
 
 class _Reader:

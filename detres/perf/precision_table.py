@@ -25,8 +25,9 @@ from detres.data.detection import build_split
 from detres.deploy.artifact import read_export_info
 from detres.deploy.export import export_detector
 from detres.deploy.inputs import as_graph_input
+from detres.deploy.int8_data import int8_data
 from detres.deploy.loader import open_exported
-from detres.deploy.quantize import QUANTIZERS, calibration_set
+from detres.deploy.quantize import QUANTIZERS
 from detres.deploy.runtime_onnx import OnnxRuntimeDetector
 from detres.deploy.runtime_openvino import OpenVinoDetector, bf16_supported
 from detres.engine.inference import run_inference
@@ -57,9 +58,8 @@ def precision_table(ckpt: str, cfg: Config, *, calib: int, height: int, width: i
     "settings": {...}}. cfg: the run's config (the checkpoint's own, overrides on top)."""
     model, class_map, stored = load_detector(ckpt, cfg)
     backbone = stored.model.backbone
-    train = build_split(stored.data, "train", pixel_mean=backbone.pixel_mean, pixel_std=backbone.pixel_std,
-                        train=False, seed=stored.seed)
-    calibration, truth = calibration_set(train, calib)
+    data = int8_data(stored, calib, stored.deploy.int8_measure_images)
+    calibration = data.calibration
     bf16 = bf16_supported(__import__("openvino").Core())
     peer = build_peer(model, stored).eval()  # first: a model the peer cannot mirror fails before the long part
     with tempfile.TemporaryDirectory(prefix="detres_precision_") as tmp:
@@ -69,7 +69,7 @@ def precision_table(ckpt: str, cfg: Config, *, calib: int, height: int, width: i
             variant.deploy.int8_quantizer = quantizer
             log.info("exporting with the %s int8 model (%d calibration images) ...", quantizer, len(calibration))
             folders[quantizer] = export_detector(model, variant, class_map, Path(tmp) / quantizer, fmt="onnx",
-                                                 calibration=calibration, truth=truth)
+                                                 calibration=calibration, measure=data.measure)
         accuracy = _accuracy(ckpt, cfg, folders, bf16)
         images, _ = synthetic_batch(max(folder_images, 1), height=height, width=width,
                                     num_classes=stored.model.num_classes, pixel_mean=backbone.pixel_mean,
