@@ -181,6 +181,7 @@ def test_the_precision_table_runs_every_path_on_the_val_split(trained):
         assert recipes["installed"] in [a["recipe"] for a in recipes["attempts"]]
         assert recipes["attempts"][0]["recipe"] == LADDERS[quantizer][0].name
         assert f"| {recipes['installed']} (installed) |" in table
+        assert f"(at export, on {recipes['images']})" in table  # the tiny run's data.test: its training images
 
 
 def test_onnxruntime_calibration_walks_the_images_in_strides_that_divide_their_count():

@@ -45,8 +45,8 @@ class ExportInfo:
     @property
     def int8(self) -> dict[str, Any] | None:
         """The int8 model's record: {"artifact", "quantizer", "settings", "calibration_images", "accuracy"} or None.
-        accuracy: {"runtime", "images", "fp32": {"map50", "map"}, "int8": {...}} in percent, or None when the
-        calibration images had no ground truth."""
+        accuracy: {"runtime", "images", "fp32": {"map50", "map"}, "int8": {...}} in percent (images: what it was
+        measured on, detres.deploy.int8_data), or None when there was no ground truth to measure on."""
         return self.data.get("int8")
 
     @property

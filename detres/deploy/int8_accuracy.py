@@ -1,7 +1,7 @@
-"""fp32 and int8 mAP of an export on its calibration images, when they have ground truth: what an int8 export
-costs in accuracy, recorded in detres_export.json. Evaluated by detres.evaluation (COCO metrics, as
-tools/test_det.py does), with the boxes mapped back to the original image's pixels by the same `to_original` as
-every inference loop.
+"""fp32 and int8 mAP of an export on annotated images (detres.deploy.int8_data: the test split's, else the
+calibration images): what an int8 export costs in accuracy, recorded in detres_export.json. Evaluated by
+detres.evaluation (COCO metrics, as tools/test_det.py does), with the boxes mapped back to the original image's
+pixels by the same `to_original` as every inference loop.
 """
 
 from __future__ import annotations
@@ -58,6 +58,6 @@ def measure_map(detector: Detector, images: Sequence[Tensor], truth: Calibration
 
 
 def subset(truth: CalibrationTruth, indices: Sequence[int]) -> CalibrationTruth:
-    """The ground truth of the calibration images of the given indices."""
+    """The ground truth of the images of the given indices."""
     return CalibrationTruth(records=[truth.records[i] for i in indices], scales=[truth.scales[i] for i in indices],
                             class_map=truth.class_map)

@@ -1,8 +1,9 @@
 """The images of an int8 export: training images that calibrate it, and annotated images that measure each attempt.
 
 The bound an int8 model must keep (mAP@.5 -0.5, mAP@[.5,.95] -1.0) is a bound on held-out images, so the search
-measures on the test split (data.test, the model's validation split) when it has boxes: on the trained R-50, int8
-kept the bound on its own calibration images (+0.28 / -0.45) and lost 1.00 / 1.67 on val (docs/deploy.md). Without
+measures on the test split (data.test, the model's validation split) when it has boxes: on the trained R-50, NNCF
+with int8 at conv/matmul inputs only kept the bound on its own 32 calibration images (+0.28 / -0.45) and lost
+1.00 / 1.67 on val (docs/deploy.md). Without
 an annotated test split it measures on the calibration images, and says so.
 """
 

@@ -34,7 +34,7 @@ from detres.deploy.quantize import QUANTIZERS, QuantizeOptions, resolve_quantize
 # detres.modeling.roi_heads.BoxPredictor)
 OUTPUT_MODULES = ("cls_logits", "cls_score", "bbox_pred")
 MAX_REVERTS = 6  # accuracy control: layer groups reverted to float at most (each costs a pass over the images)
-RANKING_IMAGES = 8  # accuracy control: calibration images each layer group is ranked on
+RANKING_IMAGES = 8  # accuracy control: measurement images each layer group is ranked on
 
 
 @dataclass(frozen=True)

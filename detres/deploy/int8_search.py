@@ -1,7 +1,7 @@
 """`detres export --int8`: make the int8 model by the recipes of detres.deploy.int8_recipes, measure each on the
 measurement images (detres.deploy.int8_data: data.test, else the calibration images), and install the first that
-kept the accuracy bound (or, when none did, the one that lost the
-least, which deploy.precision=auto then runs in fp32). Every attempt goes into the json's `int8.attempts`.
+kept the accuracy bound (or, when none did, the one that lost the least, which deploy.precision=auto then runs in
+fp32). Every attempt goes into the json's `int8.attempts`.
 
 Each attempt is written into its own staging folder inside the export folder and only the chosen one is moved in,
 so an interrupted search leaves no int8 model and no json behind.

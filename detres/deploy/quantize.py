@@ -209,8 +209,8 @@ def staging_folder(out_dir: Path) -> tempfile.TemporaryDirectory:
 
 @dataclass
 class CalibrationTruth:
-    """Ground truth of the calibration images, to measure fp32 and int8 mAP at export: the records, and per image
-    the resize factor (resized / original, as (sy, sx)) and the original (height, width)."""
+    """Ground truth of a set of images (calibration or measurement), to measure fp32 and int8 mAP at export: the
+    records, and per image the resize factor (resized / original, as (sy, sx)) and the original (height, width)."""
 
     records: list[DetRecord]
     scales: list[tuple[float, float]]

@@ -173,9 +173,10 @@ def _profiles(folder: Path, peer_path: Path, image, threads: int) -> dict[str, d
 
 def _recipes(folder: Path) -> dict:
     """What `detres export --int8` tried for a folder (detres.deploy.int8_search): each recipe's mAP on the
-    calibration images, and the one installed."""
+    images it measured on (the test split's, else the calibration images), and the one installed."""
     record = read_export_info(folder).int8
     return {"installed": record["recipe"],
+            "images": record["accuracy"]["images"],
             "attempts": [{"recipe": a["recipe"], "seconds": a["seconds"], "kept_bound": a["kept_bound"],
                           "fp32": a["accuracy"]["fp32"], "int8": a["accuracy"]["int8"]}
                          for a in record["attempts"] if a["accuracy"]]}
@@ -198,9 +199,9 @@ def format_precision_table(result: dict) -> str:
     lines = ["| path | mAP@.5 | mAP@[.5,.95] |", "| --- | ---: | ---: |"]
     for row, acc in result["accuracy"].items():
         lines.append(f"| {row} | {acc.get('map50', '-')} | {acc.get('map', acc.get('skipped', '-'))} |")
-    lines += ["", "| int8 recipe (at export, calibration images) | fp32 mAP@.5 / mAP | int8 mAP@.5 / mAP | kept | s |",
-              "| --- | --- | --- | --- | ---: |"]
     for recipes in result.get("int8_recipes", {}).values():
+        lines += ["", f"| int8 recipe (at export, on {recipes['images']}) | "
+                  "fp32 mAP@.5 / mAP | int8 mAP@.5 / mAP | kept | s |", "| --- | --- | --- | --- | ---: |"]
         for a in recipes["attempts"]:
             installed = " (installed)" if a["recipe"] == recipes["installed"] else ""
             lines.append(f"| {a['recipe']}{installed} | {a['fp32']['map50']:.2f} / {a['fp32']['map']:.2f} | "
