@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {  # verb -> tools/<module>.py
     "bench-infer": "bench_infer",
     "bench-serve": "bench_serve",
     "bench-precision": "bench_precision",
+    "bench-roi-align": "bench_roi_align",
     "time-coco-eval": "time_coco_eval",
     "time-export": "time_export",
     "train-cls": "train_cls",

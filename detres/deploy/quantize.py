@@ -8,10 +8,9 @@
 ONNX Runtime puts int8 only at the inputs of convolutions and matrix products (INT8_OPS). NNCF as is also
 quantizes the inputs of residual adds, pooling and (in a GroupNorm model) the normalization, which OpenVINO fuses
 into faster kernels; `int8_ops_only` restricts it to ONNX Runtime's placement (and `minmax_ranges` takes its
-activation ranges). NMS, TopK and the box arithmetic
-stay float32 in both. How each tool is run (which layers stay float, accuracy control) is a recipe
-(detres.deploy.int8_recipes), passed in as `QuantizeOptions`. A new quantizer is one function and one line in
-QUANTIZERS.
+activation ranges). NMS, TopK and the box arithmetic stay float32 in both. How each tool is run (which layers stay
+float, accuracy control) is a recipe (detres.deploy.int8_recipes), passed in as `QuantizeOptions`. A new quantizer
+is one function and one line in QUANTIZERS.
 """
 
 from __future__ import annotations
