@@ -53,7 +53,8 @@ def _export(ckpt: Path, out: Path, *extra: str) -> None:
         sys.argv = saved
 
 
-def _calibration(ckpt, cfg, split: str = "train", count: int = CALIB):
+def _annotated_images(ckpt, cfg, split: str = "train", count: int = CALIB):
+    """(images, truth) of `count` images of the checkpoint's data.<split>, as the export picks them."""
     _, _, stored = load_detector(str(ckpt), cfg)
     dataset = build_detection_dataset(getattr(stored.data, split), input_cfg=stored.data.input,
                                       pixel_mean=stored.model.backbone.pixel_mean,
@@ -74,7 +75,7 @@ def test_int8_detections_overlap_fp32_and_the_json_records_them(trained, tmp_pat
     assert record["calibration_images"] == CALIB
     accuracy = record["accuracy"]
     assert accuracy["runtime"] == QUANTIZERS[quantizer].runtime
-    images, truth = _calibration(ckpt, cfg)
+    images, truth = _annotated_images(ckpt, cfg)
     runtime = accuracy["runtime"]
     fp32, _ = open_exported(out, backend=runtime, precision="fp32")
     int8, _ = open_exported(out, backend=runtime, precision="int8")
@@ -142,8 +143,7 @@ def test_auto_tries_both_tools_for_openvino_and_only_onnx_runtime_for_it():
 
     names = [r.name for r in recipes("auto", "openvino", searched=True)]
     assert names == ["nncf", "nncf, output layers float", "nncf, as onnxruntime (conv/matmul inputs, min-max ranges)",
-                     "onnxruntime",
-                     "onnxruntime, output layers float", "nncf, accuracy control"]  # the expensive one last
+                     "onnxruntime", "onnxruntime, output layers float", "nncf, accuracy control"]  # expensive last
     assert recipes("auto", "onnxruntime", searched=True) == LADDERS["onnxruntime"]  # it cannot read NNCF's IR
     assert recipes("auto", "torch", searched=False) == [Recipe("nncf")]  # nothing to measure: the first only
     assert recipes("onnxruntime", "openvino", searched=True) == LADDERS["onnxruntime"]
@@ -229,7 +229,7 @@ def test_the_output_layers_recipe_keeps_exactly_the_score_and_box_layers_float(t
     layers = output_layers(onnx_path)
     # width-8 demo model: RPN cls_logits + bbox_pred (convs), head cls_score + bbox_pred (Gemm)
     assert len(layers) == 4
-    images, _ = _calibration(ckpt, cfg)
+    images, _ = _annotated_images(ckpt, cfg)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     plain = quantize_into(onnx_path, images, tmp_path / "a", quantizer)
@@ -281,7 +281,7 @@ def test_the_as_onnxruntime_recipe_puts_int8_where_onnxruntime_does(trained, tmp
     ckpt, cfg = trained
     _export(ckpt, tmp_path / "fp32")
     onnx_path = tmp_path / "fp32" / "model.onnx"
-    images, _ = _calibration(ckpt, cfg)
+    images, _ = _annotated_images(ckpt, cfg)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     plain = quantize_into(onnx_path, images, tmp_path / "a", "nncf")
@@ -314,7 +314,7 @@ def test_accuracy_control_brings_the_int8_loss_within_the_bound(trained, tmp_pat
     _export(ckpt, out, "--int8", "--calib", str(CALIB), "deploy.int8_quantizer=nncf")
     record = read_export_info(out).int8
     assert record["recipe"] == "nncf, accuracy control"
-    images, truth = _calibration(ckpt, cfg)
+    images, truth = _annotated_images(ckpt, cfg)
     fp32, _ = open_exported(out, backend="openvino", precision="fp32")
     int8, _ = open_exported(out, backend="openvino", precision="int8")
     measured = {"fp32": measure_map(fp32, images, truth), "int8": measure_map(int8, images, truth)}
@@ -339,7 +339,7 @@ def test_the_search_installs_the_first_recipe_that_kept_the_bound_and_records_ev
     if chosen is not None:
         assert record["recipe"] == chosen["recipe"] and record["accuracy"] == chosen["accuracy"]
     assert not list(out.glob(".int8.*")), "a staging folder was left in the export"
-    images, truth = _calibration(ckpt, cfg)
+    images, truth = _annotated_images(ckpt, cfg)
     int8, _ = open_exported(out, backend="openvino", precision="int8")
     assert measure_map(int8, images, truth) == record["accuracy"]["int8"]  # the installed model is the recorded one
     # deploy.int8_search=false: the first recipe only
@@ -365,12 +365,12 @@ def test_the_attempts_are_measured_on_the_test_split_when_it_has_boxes(trained, 
     val_cfg = copy.deepcopy(cfg)
     val_cfg.data.test.ann_file = f"{shapes}/annotations/instances_val.json"
     val_cfg.data.test.image_dir = f"{shapes}/val"
-    images, truth = _calibration(ckpt, val_cfg, "test", VAL)
+    images, truth = _annotated_images(ckpt, val_cfg, "test", VAL)
     int8, _ = open_exported(out, backend="onnxruntime", precision="int8")
     fp32, _ = open_exported(out, backend="onnxruntime", precision="fp32")
     assert measure_map(int8, images, truth) == accuracy["int8"]
     assert measure_map(fp32, images, truth) == accuracy["fp32"]
-    assert measure_map(fp32, *_calibration(ckpt, cfg)) != accuracy["fp32"]  # another set of images
+    assert measure_map(fp32, *_annotated_images(ckpt, cfg)) != accuracy["fp32"]  # another set of images
 
 
 def test_a_test_split_without_boxes_measures_on_the_calibration_images(trained, tmp_path, caplog):
@@ -389,6 +389,8 @@ def test_a_test_split_without_boxes_measures_on_the_calibration_images(trained, 
     assert "data.test has no boxes" in caplog.text
     assert int8_data(cfg, 3, 0).measure.name == "the 3 calibration images"  # deploy.int8_measure_images=0
     assert int8_data(cfg, 3, 5).measure.name == "5 images of data.test"  # here data.test is the training set
+    with pytest.raises(ConfigError, match="deploy.int8_measure_images=-1"):
+        int8_data(cfg, 3, -1)
 
 
 def test_when_no_recipe_kept_the_bound_the_one_that_lost_least_is_chosen():

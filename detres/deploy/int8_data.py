@@ -17,7 +17,7 @@ from torch import Tensor
 from detres.config import Config
 from detres.data.detection import build_split
 from detres.deploy.quantize import CalibrationTruth, calibration_set
-from detres.errors import UserError
+from detres.errors import ConfigError, UserError
 
 log = logging.getLogger("detres.deploy")
 
@@ -40,6 +40,9 @@ class Int8Data:
 def int8_data(stored: Config, calib: int, measure: int) -> Int8Data:
     """`calib` training images to calibrate (evenly spread), and up to `measure` images of data.test to measure
     on (deploy.int8_measure_images; 0, or a test split without boxes: the calibration images themselves)."""
+    if measure < 0:
+        raise ConfigError(f"deploy.int8_measure_images={measure}: give 0 (measure on the calibration images) or a "
+                          "positive number of test-split images")
     backbone = stored.model.backbone
     split = dict(pixel_mean=backbone.pixel_mean, pixel_std=backbone.pixel_std, train=False, seed=stored.seed)
     calibration, truth = calibration_set(build_split(stored.data, "train", **split), calib)

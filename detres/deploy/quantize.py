@@ -223,13 +223,9 @@ def _picks(dataset, count: int) -> list[int]:
     return list(range(0, len(dataset), step)[:count])
 
 
-def calibration_images(dataset, count: int) -> list[Tensor]:
-    """The first `count` images of a detection dataset built with test-time resizing (evenly spread over it)."""
-    return [dataset[i][0] for i in _picks(dataset, count)]
-
-
 def calibration_set(dataset, count: int) -> tuple[list[Tensor], CalibrationTruth | None]:
-    """calibration_images plus their ground truth (None when the dataset has no box at all: nothing to measure)."""
+    """`count` images of a detection dataset built with test-time resizing, evenly spread over it, and their
+    ground truth (None when the dataset has no box at all: nothing to measure)."""
     images, records, scales = [], [], []
     for i in _picks(dataset, count):
         image, _, meta = dataset[i]

@@ -16,6 +16,7 @@ from detres.config import Config, config_from_stored
 from detres.data.records import ClassMap
 from detres.deploy.artifact import read_export_info
 from detres.deploy.export import EXPORT_FORMAT, export_detector
+from detres.deploy.int8_data import int8_data
 from detres.deploy.loader import BACKENDS, check_runtime, open_exported
 from detres.deploy.option_policy import baked_values, check_baked, check_options
 from detres.engine.loading import load_detector
@@ -104,22 +105,13 @@ def _export_on_the_fly(ckpt: str, cfg: Config, backend: str) -> tempfile.Tempora
         return _EXPORTS[key]
     folder = tempfile.TemporaryDirectory(prefix="detres_export_")
     model, class_map, stored = load_detector(ckpt, cfg)
-    calibration = _calibration(stored) if int8 else None
+    # deploy.calib_images training images; nothing measured, so the first recipe of the quantizer runs
+    calibration = int8_data(stored, stored.deploy.calib_images, 0).calibration if int8 else None
     log.info("exporting %s for test.backend=%s into a temporary folder, with %s ...", ckpt, backend,
              ", ".join(f"{k}={v}" for k, v in baked_values(stored).items()))
     export_detector(model, stored, class_map, folder.name, fmt=EXPORT_FORMAT, calibration=calibration)
     _EXPORTS[key] = folder
     return folder
-
-
-def _calibration(cfg: Config) -> list[Tensor]:
-    from detres.data.detection import build_split
-    from detres.deploy.quantize import calibration_images
-
-    backbone = cfg.model.backbone
-    dataset = build_split(cfg.data, "train", pixel_mean=backbone.pixel_mean, pixel_std=backbone.pixel_std, train=False,
-                          seed=cfg.seed)
-    return calibration_images(dataset, cfg.deploy.calib_images)
 
 
 def _check_same_input(cfg: Config, expected: dict) -> None:
